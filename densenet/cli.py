@@ -1,0 +1,179 @@
+"""Command line of the in-container package: models, env, train, gradcheck, bench.
+
+Bad arguments give one line naming the argument and the allowed values, and exit code 2.
+Exit codes of `train`: 0 completed, 1 failed, 2 usage, 3 diverged, 4 skipped.
+"""
+import argparse
+import json
+import os
+import sys
+import traceback
+
+ON_OFF = ("on", "off")
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        sys.stderr.write("%s: error: %s\n" % (self.prog, message))
+        sys.exit(2)
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a positive integer, got %r" % text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("expected a positive integer, got %r" % text)
+    return value
+
+
+def add_numerics(p):
+    p.add_argument("--cudnn", choices=ON_OFF, default="on")
+    p.add_argument("--tf32", choices=ON_OFF, default="off")
+    p.add_argument("--deterministic", choices=ON_OFF, default="off")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--canary", choices=("none", "noncontig-grad"), default="none")
+
+
+def build_parser():
+    from .data import DATASETS
+    from .models import MODEL_NAMES, STEMS
+    from .train import OPTIMIZERS, PROTOCOLS
+
+    parser = Parser(prog="python -m densenet", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", parser_class=Parser)
+    sub.required = True
+
+    p = sub.add_parser("models", help="model names, parameter counts, FLOPs per image")
+    p.add_argument("--json", action="store_true")
+
+    sub.add_parser("env", help="JSON: versions, devices, numerics flags")
+
+    p = sub.add_parser("train", help="train one cell into --out")
+    p.add_argument("--out", required=True)
+    p.add_argument("--model", required=True, choices=MODEL_NAMES)
+    p.add_argument("--dataset", choices=DATASETS, default="cifar10")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--download", choices=ON_OFF, default="off")
+    p.add_argument("--require-official", choices=ON_OFF, default="off",
+                   help="refuse data whose checksums are not the official release's")
+    p.add_argument("--augment", choices=ON_OFF, default="on")
+    p.add_argument("--augment-order", choices=("official", "bamos"), default="official")
+    p.add_argument("--protocol", choices=sorted(PROTOCOLS), default="smoke")
+    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--eval-batch-size", type=positive_int, default=500)
+    p.add_argument("--n-train", type=positive_int)
+    p.add_argument("--n-test", type=positive_int)
+    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="sgd")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--dropout", type=float, help="default: 0.2 with --augment off, else 0")
+    p.add_argument("--stem", choices=STEMS, default="paper")
+    p.add_argument("--bias", choices=ON_OFF, default="off")
+    p.add_argument("--efficient", choices=ON_OFF, default="off",
+                   help="recompute bottlenecks in backward (less memory, same arithmetic)")
+    p.add_argument("--fast", choices=("auto",) + ON_OFF, default="auto",
+                   help="auto: on for CUDA, off for CPU")
+    p.add_argument("--keep-checkpoint", choices=ON_OFF, default="off")
+    p.add_argument("--image-ref", default=None, help="image tag@digest, recorded in env.json")
+    add_numerics(p)
+
+    p = sub.add_parser("gradcheck", help="gradients vs a float64 CPU reference")
+    p.add_argument("--out", required=True)
+    p.add_argument("--model", default="densenet-bc40-k12", choices=MODEL_NAMES)
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--image-ref", default=None)
+    add_numerics(p)
+
+    p = sub.add_parser("bench", help="eager vs fast step, data pipeline, peak memory")
+    p.add_argument("--out", required=True)
+    p.add_argument("--model", default="densenet-bc100-k12", choices=MODEL_NAMES)
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--steps", type=positive_int, default=20)
+    p.add_argument("--image-ref", default=None)
+    add_numerics(p)
+    return parser
+
+
+def cmd_models(args):
+    from .models import MODEL_NAMES, build_model, count_flops, count_params
+
+    rows = []
+    for name in MODEL_NAMES:
+        model = build_model(name)
+        rows.append({"name": name, "params": count_params(model),
+                     "flops_per_img": count_flops(model)})
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print("%-20s %12s %14s" % ("model", "params", "GFLOPs/img"))
+    for r in rows:
+        print("%-20s %12s %14.3f" % (r["name"], "{:,}".format(r["params"]),
+                                     r["flops_per_img"] / 1e9))
+    return 0
+
+
+def cmd_env(args):
+    from . import envinfo, numerics
+
+    print(json.dumps({"environ": envinfo.environ(), "flags": numerics.read_flags()}, indent=1,
+                     sort_keys=True))
+    return 0
+
+
+def cmd_train(args):
+    from . import atomic
+    from .data import DataError
+    from .train import EXIT_FAILED, resolve, run, summary
+
+    cfg = vars(args).copy()
+    cfg.pop("command")
+    if cfg["fast"] == "auto":
+        import torch
+
+        cuda = cfg["device"] == "cuda" or (cfg["device"] == "auto" and torch.cuda.is_available())
+        cfg["fast"] = "on" if cuda else "off"
+    cfg = resolve(cfg)
+    try:
+        return run(cfg)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        reason = one_line(exc)
+        if not isinstance(exc, (DataError, ValueError)):
+            traceback.print_exc()
+        sys.stderr.write("error: %s\n" % reason)
+        try:
+            atomic.write_json(os.path.join(cfg["out"], "summary.json"),
+                              summary("failed", cfg, [], None, None, reason=reason))
+        except OSError:
+            pass
+        return EXIT_FAILED
+
+
+def one_line(exc):
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)
+
+
+def cmd_gradcheck(args):
+    from .gradcheck import main
+
+    return main(args)
+
+
+def cmd_bench(args):
+    from .bench import main
+
+    return main(args)
+
+
+COMMANDS = {"models": cmd_models, "env": cmd_env, "train": cmd_train, "gradcheck": cmd_gradcheck,
+            "bench": cmd_bench}
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    return COMMANDS[args.command](args)

@@ -1,0 +1,90 @@
+"""What ran where: versions, devices, image and git identity, for env.json and `densenet env`.
+
+Inside a container there is no git checkout and the hostname is the container's, so the
+runner passes the host's view in through DENSENET_GIT_SHA, DENSENET_HOST and --image-ref.
+"""
+import os
+import platform
+import subprocess
+import sys
+
+import numpy as np
+import torch
+
+
+def parse_image_ref(ref):
+    """'repo:tag@sha256:abc' -> {"ref", "tag", "digest"}; None -> not in a container image."""
+    if not ref:
+        return {"ref": None, "tag": None, "digest": None}
+    tag, _, digest = ref.partition("@")
+    return {"ref": ref, "tag": tag or None, "digest": digest or None}
+
+
+def git_sha():
+    sha = os.environ.get("DENSENET_GIT_SHA")
+    if sha:
+        return sha
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        out = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def cuda_arch_support(index=0):
+    """Does this torch build carry kernels for GPU `index`? (sm_XY in its arch list, or PTX it
+    can JIT-compile: compute_XY with XY <= the device's capability)."""
+    if not torch.cuda.is_available():
+        return {"supported": False, "reason": "no CUDA device visible"}
+    major, minor = torch.cuda.get_device_capability(index)
+    cap = major * 10 + minor
+    arch = list(torch.cuda.get_arch_list()) if hasattr(torch.cuda, "get_arch_list") else []
+    sm = {int(a.split("_")[1]) for a in arch if a.startswith("sm_") and a[3:].isdigit()}
+    ptx = {int(a.split("_")[1]) for a in arch if a.startswith("compute_") and a[8:].isdigit()}
+    ok = cap in sm or any(p <= cap for p in ptx) or not arch
+    reason = None if ok else ("torch %s has kernels for %s, not for this GPU (sm_%d)"
+                              % (torch.__version__, ", ".join(arch), cap))
+    return {"supported": ok, "capability": "%d.%d" % (major, minor), "arch_list": arch,
+            "reason": reason}
+
+
+def gpu_info():
+    if not torch.cuda.is_available():
+        return None
+    info = {
+        "name": torch.cuda.get_device_name(0),
+        "capability": "%d.%d" % torch.cuda.get_device_capability(0),
+        "count": torch.cuda.device_count(),
+        "memory_mb": torch.cuda.get_device_properties(0).total_memory // 2 ** 20,
+        "driver": None,
+    }
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+        info["driver"] = out.stdout.strip().splitlines()[0] if out.stdout.strip() else None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def environ(image_ref=None):
+    """Versions, devices and identities of the running environment."""
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": cudnn,
+        "gpu": gpu_info(),
+        "cuda_arch": cuda_arch_support() if torch.cuda.is_available() else None,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "host": os.environ.get("DENSENET_HOST") or platform.node(),
+        "image": parse_image_ref(image_ref or os.environ.get("DENSENET_IMAGE_REF")),
+        "git_sha": git_sha(),
+    }

@@ -1,0 +1,223 @@
+"""DenseNet variants for CIFAR, built like the official Lua Torch code (liuzhuang13/DenseNet).
+
+BN-ReLU-conv ordering, bottleneck 1x1 to 4k channels, compression 0.5, He-normal fan-out
+init, an avg_pool2d(8) head (adaptive pooling has a non-deterministic CUDA backward) and no
+conv bias by default. Each dense layer concatenates its output onto its input
+(``torch.cat([x, new], 1)``), so the backward of that cat hands every producing conv a
+non-contiguous channel slice of the gradient: the tensor layout behind the 2017 cuDNN bug.
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .canary import NoncontigGradConv2d
+
+# name -> (depth, growth rate, bottleneck+compression). Param counts: tests/test_models.py.
+DENSENETS = {
+    "densenet40-k12": (40, 12, False),
+    "densenet100-k12": (100, 12, False),
+    "densenet100-k24": (100, 24, False),
+    "densenet-bc40-k12": (40, 12, True),
+    "densenet-bc100-k12": (100, 12, True),
+    "densenet-bc250-k24": (250, 24, True),
+    "densenet-bc190-k40": (190, 40, True),
+}
+# The control model of the 2017 post-mortem: a plain conv net trained by the same loop.
+VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+MODEL_NAMES = sorted(DENSENETS) + ["vgg16-bn"]
+STEMS = ("paper", "lua")
+
+
+class DenseLayer(nn.Module):
+    """BN-ReLU-conv3x3 (optionally preceded by a BN-ReLU-conv1x1 bottleneck to 4k channels)."""
+
+    def __init__(self, in_ch, growth, bottleneck, dropout, conv):
+        super().__init__()
+        self.dropout = dropout
+        if bottleneck:
+            self.norm1 = nn.BatchNorm2d(in_ch)
+            self.conv1 = conv(in_ch, 4 * growth, 1)
+            mid = 4 * growth
+        else:
+            self.norm1 = self.conv1 = None
+            mid = in_ch
+        self.norm2 = nn.BatchNorm2d(mid)
+        self.conv2 = conv(mid, growth, 3)
+
+    def bottleneck(self, x):
+        """BN-ReLU-conv1x1 on the concatenated input (the memory-hungry part, see efficient)."""
+        out = self.conv1(F.relu(self.norm1(x)))
+        return F.dropout(out, self.dropout, self.training) if self.dropout else out
+
+    def forward(self, x):
+        out = x
+        if self.conv1 is not None:
+            if getattr(self, "efficient", False) and x.requires_grad:
+                # Recompute BN-ReLU-conv1x1 in backward instead of storing its activations
+                # (gpleiss/efficient_densenet_pytorch). Same arithmetic, less memory.
+                out = checkpoint(self.bottleneck, x)
+            else:
+                out = self.bottleneck(x)
+        out = self.conv2(F.relu(self.norm2(out)))
+        if self.dropout:
+            out = F.dropout(out, self.dropout, self.training)
+        return torch.cat([x, out], 1)
+
+
+class Transition(nn.Module):
+    """BN-ReLU-conv1x1-avgpool2 between dense blocks (compresses channels for BC)."""
+
+    def __init__(self, in_ch, out_ch, dropout, conv):
+        super().__init__()
+        self.dropout = dropout
+        self.norm = nn.BatchNorm2d(in_ch)
+        self.conv = conv(in_ch, out_ch, 1)
+
+    def forward(self, x):
+        out = self.conv(F.relu(self.norm(x)))
+        if self.dropout:
+            out = F.dropout(out, self.dropout, self.training)
+        return F.avg_pool2d(out, 2)
+
+
+class DenseNet(nn.Module):
+    """DenseNet / DenseNet-BC for 32x32 inputs: stem conv, 3 dense blocks, BN-ReLU-avgpool8-FC."""
+
+    def __init__(self, depth, growth, bc, num_classes=10, stem="paper", dropout=0.0,
+                 bias=False, canary=False, efficient=False):
+        super().__init__()
+        if stem not in STEMS:
+            raise ValueError("stem: expected one of %s, got %r" % (", ".join(STEMS), stem))
+        n = (depth - 4) // (6 if bc else 3)
+        # The paper's Table 2 counts use a 16-channel stem for plain DenseNets and 2k for BC;
+        # the Lua code (and bamos) use 2k always.
+        ch = 2 * growth if (bc or stem == "lua") else 16
+        conv = _conv_factory(bias, canary)
+        self.stem = conv(3, ch, 3)
+        blocks = []
+        for b in range(3):
+            for _ in range(n):
+                blocks.append(DenseLayer(ch, growth, bc, dropout, conv))
+                ch += growth
+            if b < 2:
+                out_ch = ch // 2 if bc else ch
+                blocks.append(Transition(ch, out_ch, dropout, conv))
+                ch = out_ch
+        self.features = nn.Sequential(*blocks)
+        self.norm = nn.BatchNorm2d(ch)
+        self.fc = nn.Linear(ch, num_classes)
+        self.set_efficient(efficient)
+        init_weights(self)
+
+    def set_efficient(self, on):
+        """Turn the checkpointed (memory-efficient) bottleneck on or off."""
+        for m in self.modules():
+            if isinstance(m, DenseLayer):
+                m.efficient = bool(on)
+
+    def forward(self, x):
+        out = self.features(self.stem(x))
+        out = F.avg_pool2d(F.relu(self.norm(out)), 8)
+        return self.fc(out.flatten(1))
+
+
+class VGG16BN(nn.Module):
+    """VGG-16 with batch norm for CIFAR (512-d features after five max-pools, one FC)."""
+
+    def __init__(self, num_classes=10, dropout=0.0, bias=False, canary=False):
+        super().__init__()
+        conv = _conv_factory(bias, canary)
+        layers, ch = [], 3
+        for v in VGG16_CFG:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                layers += [conv(ch, v, 3), nn.BatchNorm2d(v), nn.ReLU(inplace=True)]
+                if dropout:
+                    layers.append(nn.Dropout(dropout))
+                ch = v
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(ch, num_classes)
+        init_weights(self)
+
+    def forward(self, x):
+        return self.fc(self.features(x).flatten(1))
+
+
+def _conv_factory(bias, canary):
+    cls = NoncontigGradConv2d if canary else nn.Conv2d
+
+    def conv(cin, cout, k):
+        return cls(cin, cout, k, padding=k // 2, bias=bias)
+
+    return conv
+
+
+def checkpoint(fn, x):
+    """torch.utils.checkpoint without reentrant autograd where the installed torch allows it."""
+    from torch.utils.checkpoint import checkpoint as ckpt
+
+    try:
+        return ckpt(fn, x, use_reentrant=False)
+    except TypeError:  # torch < 1.11 has no use_reentrant argument
+        return ckpt(fn, x)
+
+
+def init_weights(model):
+    """He-normal with fan-out for convs (std sqrt(2 / (k*k*out))), BN to (1, 0), zero biases.
+
+    The FC layer keeps PyTorch's default init; the Lua code's Linear default is the same
+    uniform(+-1/sqrt(fan_in)) rule, with its bias zeroed.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            m.weight.data.normal_(0, math.sqrt(2.0 / n))
+            if m.bias is not None:
+                m.bias.data.zero_()
+        elif isinstance(m, nn.BatchNorm2d):
+            m.weight.data.fill_(1)
+            m.bias.data.zero_()
+        elif isinstance(m, nn.Linear):
+            m.bias.data.zero_()
+
+
+def build_model(name, num_classes=10, stem="paper", dropout=0.0, bias=False, canary=False,
+                efficient=False):
+    """Build a model by name; an unknown name raises ValueError listing the valid ones."""
+    if name == "vgg16-bn":
+        return VGG16BN(num_classes, dropout=dropout, bias=bias, canary=canary)
+    if name not in DENSENETS:
+        raise ValueError("model: expected one of %s, got %r" % (", ".join(MODEL_NAMES), name))
+    depth, growth, bc = DENSENETS[name]
+    return DenseNet(depth, growth, bc, num_classes, stem=stem, dropout=dropout, bias=bias,
+                    canary=canary, efficient=efficient)
+
+
+def count_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model, size=32):
+    """Forward FLOPs per image (2 x multiply-accumulates of convs and linears)."""
+    macs = [0]
+
+    def hook(m, inp, out):
+        if isinstance(m, nn.Conv2d):
+            k = m.kernel_size[0] * m.kernel_size[1] * m.in_channels // m.groups
+            macs[0] += out.numel() * k
+        else:
+            macs[0] += m.in_features * m.out_features
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules()
+             if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(1, 3, size, size))
+    model.train(was_training)
+    for h in hooks:
+        h.remove()
+    return 2 * macs[0]

@@ -1,0 +1,103 @@
+"""Numerics flags: set them before any CUDA work, then read back what is actually in effect.
+
+Every knob goes through feature detection (hasattr), never version parsing, so the same code
+runs on torch 1.8 and on releases with the newer TF32 API (``fp32_precision``, torch >= 2.9).
+"""
+import os
+import random
+import warnings
+
+import numpy as np
+import torch
+
+# cuBLAS needs a fixed workspace for deterministic results (CUDA >= 10.2); harmless elsewhere.
+CUBLAS_WORKSPACE = ":4096:8"
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def configure(cudnn="on", tf32="off", deterministic="off", seed=0):
+    """Set cuDNN, TF32, determinism and seeds; return ``flags`` (the values read back)."""
+    if deterministic == "on":
+        # Must be in the environment before cuBLAS initialises (first CUDA matmul).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    backend = torch.backends.cudnn
+    backend.enabled = cudnn == "on"
+    backend.deterministic = deterministic == "on"
+    # Autotuning picks algorithms by timing, so runs can differ; off when asked for determinism.
+    backend.benchmark = deterministic != "on"
+    _set_tf32(tf32 == "on")
+    if hasattr(torch, "use_deterministic_algorithms"):
+        torch.use_deterministic_algorithms(deterministic == "on")
+    seed_everything(seed)
+    return read_flags(seed)
+
+
+def _set_tf32(on):
+    matmul = torch.backends.cuda.matmul
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if hasattr(matmul, "fp32_precision") and conv is not None and hasattr(conv, "fp32_precision"):
+        matmul.fp32_precision = "tf32" if on else "ieee"
+        conv.fp32_precision = "tf32" if on else "ieee"
+        return
+    if hasattr(matmul, "allow_tf32"):
+        matmul.allow_tf32 = on
+    if hasattr(torch.backends.cudnn, "allow_tf32"):
+        torch.backends.cudnn.allow_tf32 = on
+
+
+def read_flags(seed=None):
+    """The numerics settings in effect now, from whichever APIs this torch has."""
+    b = torch.backends.cudnn
+    flags = {
+        "cudnn_enabled": bool(b.enabled),
+        "cudnn_benchmark": bool(b.benchmark),
+        "cudnn_deterministic": bool(b.deterministic),
+        "cudnn_available": bool(b.is_available()),
+        "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+        "seed": seed,
+    }
+    flags["fp32_precision_matmul"] = _get(torch.backends.cuda.matmul, "fp32_precision")
+    flags["fp32_precision_conv"] = _get(getattr(b, "conv", None), "fp32_precision")
+    if flags["fp32_precision_conv"] is None:
+        # Only without the new API: on torch >= 2.9 the legacy getters warn, and raise once
+        # cuDNN conv and RNN precisions differ (which setting only conv's makes them).
+        flags["tf32_matmul_legacy"] = _get(torch.backends.cuda.matmul, "allow_tf32")
+        flags["tf32_cudnn_legacy"] = _get(b, "allow_tf32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if hasattr(torch, "get_float32_matmul_precision"):
+            flags["float32_matmul_precision"] = torch.get_float32_matmul_precision()
+    if hasattr(torch, "are_deterministic_algorithms_enabled"):
+        flags["deterministic_algorithms"] = torch.are_deterministic_algorithms_enabled()
+    flags["tf32_effective"] = tf32_effective(flags)
+    return flags
+
+
+def tf32_effective(flags):
+    """True if either convolutions or matmuls may use TF32 under these flags."""
+    conv = flags.get("fp32_precision_conv")
+    matmul = flags.get("fp32_precision_matmul")
+    if conv is not None or matmul is not None:
+        return conv == "tf32" or matmul == "tf32"
+    return bool(flags.get("tf32_cudnn_legacy")) or bool(flags.get("tf32_matmul_legacy"))
+
+
+def applicability(device):
+    """On CPU the cuDNN and TF32 axes have no effect: say so instead of dropping them."""
+    if device.type == "cuda":
+        return {"cudnn": "applies", "tf32": "applies"}
+    return {"cudnn": "not applicable on %s" % device.type, "tf32": "not applicable on %s" % device.type}
+
+
+def _get(obj, name):
+    if obj is None:
+        return None
+    try:
+        return getattr(obj, name, None)
+    except Exception as exc:  # torch >= 2.9 raises when legacy and new TF32 flags disagree
+        return "error: %s" % str(exc).splitlines()[0]

@@ -1,0 +1,264 @@
+"""The trainer: one cell of the study, start to finish, resumable after a kill.
+
+Sections follow the order of execution: resolve the config, preflight the device, set the
+numerics flags (before any CUDA work), load the data onto the device, build model and
+optimizer, resume from a verified checkpoint if one matches, then per epoch: train, evaluate
+(outside the timed region), write checkpoint and metrics atomically, print one line.
+
+Reproducibility at epoch granularity: the shuffle, the augmentation draws and dropout are
+seeded from (seed, epoch) at the start of every epoch, so an epoch computes the same thing
+whether the run started at epoch 1 or resumed from a checkpoint; a resumed CPU run matches an
+uninterrupted one bit for bit.
+"""
+import math
+import os
+import resource
+import sys
+import time
+
+import torch
+
+from . import atomic, checkpoint, data, envinfo, numerics
+from .augment import Normalizer, augment
+from .models import build_model
+from .steps import Accumulator, evaluate, make_step
+
+PROTOCOLS = {
+    # name: (epochs, n_train, n_test); batch 64 and lr drops at 50% / 75% for all of them.
+    "smoke": (3, 5000, 1000),
+    "short": (30, None, None),
+    "paper": (300, None, None),
+}
+OPTIMIZERS = {"sgd": 0.1, "adam": 1e-3, "rmsprop": 1e-4}  # name -> base learning rate
+METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_err", "test_loss", "test_err", "epoch_s",
+                  "img_per_s"]
+TIMING_COLUMNS = ("epoch_s", "img_per_s")
+# Config keys that do not change what is computed, so a checkpoint made under other values
+# of them may be resumed (e.g. the data path inside a container differs from the host's).
+RESUME_NEUTRAL = ("out", "data_dir", "image_ref", "keep_checkpoint", "fast", "download")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED, EXIT_SKIPPED = 0, 1, 2, 3, 4
+
+
+class Skip(Exception):
+    """The cell cannot run in this environment (not an error of the harness)."""
+
+
+def resolve(args):
+    """Fill protocol defaults and derived values into a plain config dict."""
+    cfg = dict(args)
+    epochs, n_train, n_test = PROTOCOLS[cfg["protocol"]]
+    for key, default in (("epochs", epochs), ("n_train", n_train), ("n_test", n_test),
+                         ("batch_size", 64)):
+        if cfg.get(key) is None:
+            cfg[key] = default
+    if cfg.get("lr") is None:
+        cfg["lr"] = OPTIMIZERS[cfg["optimizer"]]
+    if cfg.get("dropout") is None:
+        # The paper uses dropout 0.2 only without augmentation (C10, C100).
+        cfg["dropout"] = 0.0 if cfg["augment"] == "on" else 0.2
+    return cfg
+
+
+def lr_at(epoch, epochs, base):
+    """Learning rate for 1-indexed ``epoch``: base, /10 after 50% and /100 after 75% of training
+    (paper: epochs 1-150 at 0.1, 151-225 at 0.01, 226-300 at 0.001)."""
+    if epoch <= epochs * 0.5:
+        return base
+    if epoch <= epochs * 0.75:
+        return base / 10
+    return base / 100
+
+
+def epoch_seed(seed, epoch):
+    return seed * 1000003 + epoch
+
+
+def make_optimizer(name, params, lr):
+    if name == "sgd":
+        # Paper recipe: Nesterov momentum 0.9 without dampening, weight decay 1e-4 on all params.
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, dampening=0, weight_decay=1e-4,
+                               nesterov=True)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=1e-4)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, weight_decay=1e-4)
+    raise ValueError("optimizer: expected one of %s, got %r" % (", ".join(OPTIMIZERS), name))
+
+
+def resolve_device(name):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda":
+        support = envinfo.cuda_arch_support()
+        if not support["supported"]:
+            raise Skip(support["reason"])
+    return torch.device(name)
+
+
+def peak_mem_mb(device):
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2 ** 20
+    # Peak resident set of the process (Linux reports KiB): an upper bound, labelled in env.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def resume_key(cfg):
+    return {k: v for k, v in cfg.items() if k not in RESUME_NEUTRAL}
+
+
+class Cell(object):
+    """Paths of one cell directory (the contract with report/, see DESIGN.md)."""
+
+    def __init__(self, out):
+        self.out = out
+        for name in ("metrics.csv", "summary.json", "env.json", "checkpoint.pt"):
+            setattr(self, name.split(".")[0], os.path.join(out, name))
+
+    def write_metrics(self, rows):
+        atomic.write_csv(self.metrics, METRIC_COLUMNS, [{k: r[k] for k in METRIC_COLUMNS}
+                                                        for r in rows])
+
+
+def load_resume_state(cell, cfg, log):
+    """The checkpoint's state if it matches this config; None to start fresh."""
+    if not os.path.exists(cell.checkpoint):
+        return None
+    try:
+        state = checkpoint.load(cell.checkpoint)
+    except checkpoint.CheckpointError as exc:
+        bad = checkpoint.quarantine(cell.checkpoint)
+        log("%s; moved to %s, starting the cell from epoch 1" % (exc, os.path.basename(bad)))
+        return None
+    if state.get("config") != resume_key(cfg):
+        old, new = state.get("config") or {}, resume_key(cfg)
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise ValueError("checkpoint %s was made with a different config (%s); remove it or use "
+                         "another --out" % (cell.checkpoint, ", ".join(
+                             "%s: %r vs %r" % (k, old.get(k), new.get(k)) for k in diff)))
+    return state
+
+
+def summary(status, cfg, rows, wall_s, device, reason=None, extra=None):
+    errs = [r["test_err"] for r in rows if r["test_err"] == r["test_err"]]
+    speeds = sorted(r["img_per_s"] for r in rows)
+    out = {
+        "status": status,
+        "reason": reason,
+        "final_test_err": rows[-1]["test_err"] if rows else None,
+        "best_test_err": min(errs) if errs else None,
+        "epochs_done": len(rows),
+        "wall_s": wall_s,
+        "peak_mem_mb": peak_mem_mb(device) if device is not None else None,
+        "img_per_s": speeds[len(speeds) // 2] if speeds else None,  # median epoch
+        "config": cfg,
+    }
+    out.update(extra or {})
+    return out
+
+
+def fmt_eta(seconds):
+    seconds = int(seconds)
+    return "%d:%02d:%02d" % (seconds // 3600, seconds // 60 % 60, seconds % 60)
+
+
+def note(text):
+    """Warnings and state changes go to stderr; stdout carries one progress line per epoch."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def run(cfg, log=print):
+    """Train one cell into cfg["out"]; returns the exit code (EXIT_*)."""
+    cell = Cell(cfg["out"])
+    os.makedirs(cell.out, exist_ok=True)
+    try:
+        device = resolve_device(cfg["device"])
+    except Skip as exc:
+        atomic.write_json(cell.summary, summary("skipped", cfg, [], 0.0, None, reason=str(exc)))
+        note("skipped: %s" % exc)
+        return EXIT_SKIPPED
+    flags = numerics.configure(cfg["cudnn"], cfg["tf32"], cfg["deterministic"], cfg["seed"])
+    flags["applicability"] = numerics.applicability(device)
+
+    ds = data.load(cfg["dataset"], cfg.get("data_dir"), cfg["n_train"], cfg["n_test"],
+                   allow_download=cfg.get("download") == "on",
+                   require="official" if cfg.get("require_official") == "on" else None)
+    if ds.identity not in ("official", "synthetic"):
+        note("warning: dataset identity is %s: results are not comparable with published numbers"
+            % ds.identity)
+    atomic.write_json(cell.env, {"environ": envinfo.environ(cfg.get("image_ref")), "flags": flags,
+                                 "dataset": ds.info(), "config": cfg})
+
+    model = build_model(cfg["model"], ds.num_classes, stem=cfg["stem"], dropout=cfg["dropout"],
+                        bias=cfg["bias"] == "on", canary=cfg["canary"] == "noncontig-grad",
+                        efficient=cfg["efficient"] == "on").to(device)
+    optimizer = make_optimizer(cfg["optimizer"], model.parameters(), cfg["lr"])
+    rows, wall_s, start = [], 0.0, 0
+    state = load_resume_state(cell, cfg, note)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        rows, wall_s, start = state["rows"], state["wall_s"], state["epoch"]
+        cell.write_metrics(rows)  # metrics.csv may lag the checkpoint after a kill
+        note("resuming from %s at epoch %d" % (cell.checkpoint, start + 1))
+
+    x_train, y_train = ds.x_train.to(device), ds.y_train.to(device)
+    x_test, y_test = ds.x_test.to(device), ds.y_test.to(device)
+    normalize = Normalizer(ds.mean, ds.std, device)
+    acc = Accumulator(device)
+    step, why = make_step(model, optimizer, acc, device, cfg["fast"] == "on", cfg["optimizer"])
+    if why:
+        note("fast path: %s; using %s" % (why, step.mode))
+    n, bs = y_train.shape[0], cfg["batch_size"]
+    extra = {"step_mode": step.mode, "dataset_identity": ds.identity}
+    session_t0 = time.perf_counter()
+
+    for epoch in range(start + 1, cfg["epochs"] + 1):
+        lr = lr_at(epoch, cfg["epochs"], cfg["lr"])
+        step.set_lr(lr)
+        numerics.seed_everything(epoch_seed(cfg["seed"], epoch))
+        gen = torch.Generator(device=device)
+        gen.manual_seed(epoch_seed(cfg["seed"], epoch))
+        acc.reset()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        perm = torch.randperm(n, generator=gen, device=device)
+        for i in range(0, n, bs):
+            idx = perm[i:i + bs]
+            xb = x_train[idx]
+            xb = augment(xb, normalize, gen, cfg["augment_order"]) if cfg["augment"] == "on" \
+                else normalize(xb)
+            step(xb, y_train[idx])
+        train_loss, train_err = acc.read()  # syncs: the timed region ends on finished work
+        epoch_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        test_loss, test_err = evaluate(model, x_test, y_test, normalize, cfg["eval_batch_size"])
+        wall_s += epoch_s + (time.perf_counter() - t1)
+        rows.append({"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_err": train_err,
+                     "test_loss": test_loss, "test_err": test_err, "epoch_s": epoch_s,
+                     "img_per_s": n / epoch_s})
+        if not all(math.isfinite(v) for v in (train_loss, test_loss)):
+            cell.write_metrics(rows)
+            atomic.write_json(cell.summary, summary(
+                "diverged", cfg, rows, wall_s, device, extra=extra,
+                reason="non-finite loss in epoch %d (train %s, test %s)" % (epoch, train_loss,
+                                                                             test_loss)))
+            note("diverged: non-finite loss in epoch %d" % epoch)
+            return EXIT_DIVERGED
+        # Checkpoint first: it carries the rows, so metrics.csv can always be rebuilt from it.
+        checkpoint.save(cell.checkpoint, {"epoch": epoch, "model": model.state_dict(),
+                                          "optimizer": optimizer.state_dict(), "rows": rows,
+                                          "wall_s": wall_s, "config": resume_key(cfg),
+                                          "epoch_seed": epoch_seed(cfg["seed"], epoch)})
+        cell.write_metrics(rows)
+        eta = (cfg["epochs"] - epoch) * (time.perf_counter() - session_t0) / (epoch - start)
+        log("epoch %d/%d lr %g | train loss %.4f err %.2f%% | test loss %.4f err %.2f%% | "
+            "%.0f img/s | ETA %s" % (epoch, cfg["epochs"], lr, train_loss, train_err, test_loss,
+                                     test_err, n / epoch_s, fmt_eta(eta)), flush=True)
+
+    atomic.write_json(cell.summary, summary("completed", cfg, rows, wall_s, device, extra=extra))
+    if cfg["keep_checkpoint"] != "on" and os.path.exists(cell.checkpoint):
+        os.remove(cell.checkpoint)
+    return EXIT_OK

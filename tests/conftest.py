@@ -1,0 +1,41 @@
+"""Shared fixtures: paths, the offline CIFAR-10 rebuild, and a runner for `python -m densenet`."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(os.path.dirname(REPO), "shared")
+JPEG75_BUILD = os.path.join(SHARED, "data", "cifar10-jpeg75", "build.py")
+
+
+@pytest.fixture(scope="session")
+def repo():
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def cifar10_jpeg75(tmp_path_factory):
+    """A data dir holding cifar-10-batches-py rebuilt from ../shared (about 20 s, once)."""
+    if not os.path.isfile(JPEG75_BUILD):
+        pytest.skip("offline CIFAR-10 rebuild not found at %s" % JPEG75_BUILD)
+    cached = os.environ.get("DENSENET_TEST_CIFAR10")
+    if cached and os.path.isfile(os.path.join(cached, "cifar-10-batches-py", "test_batch")):
+        return cached
+    out = str(tmp_path_factory.mktemp("cifar10-jpeg75"))
+    subprocess.run([sys.executable, JPEG75_BUILD, out], check=True, capture_output=True)
+    return out
+
+
+def densenet(*args, **kwargs):
+    """Run `python -m densenet ARGS` from the repo root; returns the CompletedProcess."""
+    kwargs.setdefault("capture_output", True)
+    kwargs.setdefault("text", True)
+    kwargs.setdefault("cwd", REPO)
+    return subprocess.run([sys.executable, "-m", "densenet"] + [str(a) for a in args], **kwargs)
+
+
+@pytest.fixture
+def run_densenet():
+    return densenet
