@@ -58,6 +58,11 @@ class _BuggyConvBackward(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None, None, None
 
 
+def noncontig_grad_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """F.conv2d with the canary's backward (functional form, for torch.autograd.gradcheck)."""
+    return _BuggyConvBackward.apply(x, weight, bias, stride, padding, dilation, groups)
+
+
 class NoncontigGradConv2d(nn.Conv2d):
     """nn.Conv2d whose backward misreads a non-contiguous grad_output (the canary)."""
 

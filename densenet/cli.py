@@ -84,6 +84,10 @@ def build_parser():
     p.add_argument("--out", required=True)
     p.add_argument("--model", default="densenet-bc40-k12", choices=MODEL_NAMES)
     p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--steps", type=positive_int, default=3,
+                   help="training steps per run of the determinism check")
+    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="sgd",
+                   help="optimizer of the determinism check")
     p.add_argument("--image-ref", default=None)
     add_numerics(p)
 
