@@ -1,0 +1,169 @@
+"""Read the files of one cell or gradcheck directory, each exactly once, without trusting them.
+
+Cells are written while the report runs (every file is replaced atomically by rename), so each
+file is opened once and parsed from memory: a second read could see a newer version. A file
+that cannot be parsed is a *problem* named with its file, never a crash and never used as data.
+"""
+
+import io
+import json
+import math
+import os
+
+import pandas as pd
+
+METRIC_COLUMNS = [
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_err",
+    "test_loss",
+    "test_err",
+    "epoch_s",
+    "img_per_s",
+]
+SUMMARY_STATUSES = ("completed", "diverged", "failed", "skipped")
+# Files the report links to when present; checkpoint.pt marks a cell that has started.
+CELL_FILES = (
+    "summary.json",
+    "metrics.csv",
+    "env.json",
+    "failure.json",
+    "checkpoint.pt",
+    "checkpoint.pt.corrupt",
+    "gradcheck.json",
+)
+NON_NUMBERS = ("nan", "-nan", "inf", "-inf", "+inf")
+
+
+class CellFiles(object):
+    """What one directory holds: parsed files (None when absent or unusable) and problems."""
+
+    def __init__(self, path):
+        self.path = path
+        self.exists = os.path.isdir(path)
+        self.present = []
+        self.problems = {}  # file name -> one-line description of what is wrong with it
+        self.summary = self.failure = self.env = self.gradcheck = self.metrics = None
+
+
+def read_bytes(path):
+    """The file's bytes, or None when it does not exist (it may vanish between list and open)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def parse_json(data, name):
+    """(dict, None) or (None, problem) for the bytes of a JSON object file."""
+    if not data.strip():
+        return None, "%s: empty file" % name
+    try:
+        obj = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        return None, "%s: not valid JSON (%s)" % (name, str(exc).split(":")[0])
+    if not isinstance(obj, dict):
+        return None, "%s: expected a JSON object, found %s" % (name, type(obj).__name__)
+    return obj, None
+
+
+def parse_metrics(data):
+    """(DataFrame, None) or (None, problem) for the bytes of metrics.csv."""
+    text = data.decode("utf-8", errors="replace")
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return None, "metrics.csv: empty file"
+    header = lines[0].split(",")
+    missing = [c for c in METRIC_COLUMNS if c not in header]
+    if missing:
+        return None, "metrics.csv: missing columns %s" % ", ".join(missing)
+    for number, line in enumerate(lines[1:], start=2):
+        if line.count(",") != len(header) - 1:
+            return None, "metrics.csv: line %d has %d fields, expected %d (truncated?)" % (
+                number,
+                line.count(",") + 1,
+                len(header),
+            )
+    raw = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    frame = pd.DataFrame(index=raw.index)
+    for column in METRIC_COLUMNS:
+        values = raw[column].str.strip()
+        numbers = pd.to_numeric(
+            values.where(~values.str.lower().isin(NON_NUMBERS)), errors="coerce"
+        )
+        bad = numbers.isna() & ~values.str.lower().isin(NON_NUMBERS)
+        if bad.any():
+            row = int(bad.to_numpy().nonzero()[0][0])
+            return None, "metrics.csv: line %d: %s is %r, not a number" % (
+                row + 2,
+                column,
+                values.iloc[row],
+            )
+        # 'inf' and 'nan' are what a diverged epoch legitimately writes
+        frame[column] = (
+            values.str.lower().map(_special).where(values.str.lower().isin(NON_NUMBERS), numbers)
+        )
+    expected = list(range(1, len(frame) + 1))
+    if [float(e) for e in frame["epoch"]] != [float(e) for e in expected]:
+        return None, "metrics.csv: epochs are not 1..%d in order" % len(frame)
+    frame["epoch"] = frame["epoch"].astype(int)
+    return frame, None
+
+
+def _special(text):
+    return {
+        "nan": math.nan,
+        "-nan": math.nan,
+        "inf": math.inf,
+        "+inf": math.inf,
+        "-inf": -math.inf,
+    }.get(text, math.nan)
+
+
+def check_summary(summary):
+    """None, or a problem when summary.json parses but breaks the contract."""
+    status = summary.get("status")
+    if status not in SUMMARY_STATUSES:
+        return "summary.json: status %r is not one of %s" % (status, ", ".join(SUMMARY_STATUSES))
+    for key in ("final_test_err", "best_test_err", "wall_s", "peak_mem_mb", "img_per_s"):
+        value = summary.get(key)
+        if value is not None and not isinstance(value, (int, float)):
+            return "summary.json: %s is %r, not a number" % (key, value)
+    return None
+
+
+def read_dir(path):
+    """Read every known file of a cell or gradcheck directory once."""
+    cell = CellFiles(path)
+    if not cell.exists:
+        return cell
+    try:
+        names = set(os.listdir(path))
+    except OSError:
+        return cell
+    cell.present = [n for n in CELL_FILES if n in names]
+    for name, attr in (
+        ("summary.json", "summary"),
+        ("failure.json", "failure"),
+        ("env.json", "env"),
+        ("gradcheck.json", "gradcheck"),
+    ):
+        data = read_bytes(os.path.join(path, name)) if name in names else None
+        if data is None:
+            continue
+        obj, problem = parse_json(data, name)
+        if problem is None and name == "summary.json":
+            problem = check_summary(obj)
+            obj = None if problem else obj
+        setattr(cell, attr, obj)
+        if problem:
+            cell.problems[name] = problem
+    data = read_bytes(os.path.join(path, "metrics.csv")) if "metrics.csv" in names else None
+    if data is not None:
+        cell.metrics, problem = parse_metrics(data)
+        if problem:
+            cell.problems["metrics.csv"] = problem
+    cell.present = [n for n in cell.present if n != "metrics.csv" or data is not None]
+    return cell

@@ -1,0 +1,345 @@
+"""The numbers of each report section, computed from the runs table (labels.add_labels applied).
+
+Everything the page prints is computed here from runs.csv's columns, so a test can recompute it
+from the CSV. Canary cells (an injected bug) never enter the heatmap, the comparison or the
+axis deltas: they have their own panel.
+"""
+
+import math
+
+import pandas as pd
+
+from report import references
+from report.labels import AXIS_NAMES, VARIANT_AXES, text, varying
+from report.study import PARAM_KEYS
+
+IDENTITY_COLUMNS = [
+    "torch_version",
+    "cuda_version",
+    "cudnn_version",
+    "gpu",
+    "gpu_capability",
+    "driver",
+    "image_tag",
+    "image_digest",
+    "host",
+]
+
+
+def clean(runs):
+    """Runs without an injected bug."""
+    return runs[runs["canary"].fillna("none") == "none"]
+
+
+def finite(values):
+    return [float(v) for v in values if v is not None and _isfinite(v)]
+
+
+def _isfinite(value):
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def mean_std(values):
+    """(mean, sample std or None, n) of the finite values."""
+    values = finite(values)
+    n = len(values)
+    if not n:
+        return None, None, 0
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n >= 2 else None
+    return mean, std, n
+
+
+def status_counts(frame, skip=("completed",)):
+    """'2 failed, 1 missing' for the statuses not in skip."""
+    counts = frame["status"].value_counts()
+    return ", ".join("%d %s" % (counts[s], s) for s in sorted(counts.index) if s not in skip)
+
+
+def heatmap(runs):
+    """Final test error per group x variant: {"groups", "variants", "rows": [[entry]]}."""
+    runs = clean(runs)
+    groups, variants = sorted(runs["group"].unique()), sorted(runs["variant"].unique())
+    rows = []
+    for group in groups:
+        row = []
+        for variant in variants:
+            cell = runs[(runs["group"] == group) & (runs["variant"] == variant)]
+            done = cell[cell["status"] == "completed"]
+            mean, std, n = mean_std(done["final_test_err"])
+            row.append(
+                {
+                    "group": group,
+                    "variant": variant,
+                    "mean": mean,
+                    "std": std,
+                    "n": n,
+                    "expected": len(cell),
+                    "others": status_counts(cell),
+                }
+            )
+        rows.append(row)
+    return {"groups": groups, "variants": variants, "rows": rows}
+
+
+def comparison(runs, tolerance, alpha=references.ALPHA):
+    """Published comparison: {"blocks": [{group, variant, n, mean, std, refs: [...]}],
+    "not_compared": [{group, variant, n, mean, std, reason}]}."""
+    table = references.published()
+    blocks, not_compared = [], []
+    runs = clean(runs)
+    for (group, variant), cell in runs.groupby(["group", "variant"], sort=True):
+        done = cell[cell["status"] == "completed"]
+        if not len(done):
+            continue
+        first = done.iloc[0]
+        mean, std, n = mean_std(done["final_test_err"])
+        base = {"group": group, "variant": variant, "n": n, "mean": mean, "std": std}
+        refs = references.references_for(table, first["model"], first["dataset"], first["augment"])
+        why = references.not_comparable(done)
+        if not len(refs):
+            why = "no published number for %s on %s (augmentation %s)" % (
+                first["model"],
+                first["dataset"],
+                first["augment"],
+            )
+        if why:
+            not_compared.append(dict(base, reason=why))
+            continue
+        compared = []
+        for _, ref in refs.iterrows():
+            verdict = references.verdict(
+                done["final_test_err"], float(ref["test_error_pct"]), tolerance, alpha
+            )
+            compared.append(
+                {
+                    "source": ref["source"],
+                    "published": float(ref["test_error_pct"]),
+                    "citation": ref["citation"],
+                    "delta": verdict["delta"],
+                    "verdict": verdict["text"],
+                    "verdict_class": verdict["class"],
+                    "p_equivalent": verdict["p_equivalent"],
+                    "p_different": verdict["p_different"],
+                }
+            )
+        blocks.append(dict(base, refs=compared))
+    return {"blocks": blocks, "not_compared": not_compared}
+
+
+def axis_deltas(runs, axis):
+    """Completed cells paired across one on/off axis, all other params equal (same seed).
+
+    Returns {"pairs": [...], "summary": [...]}; delta = error(off) - error(on), in points.
+    """
+    runs = clean(runs)
+    done = runs[runs["status"] == "completed"]
+    keys = [k for k in PARAM_KEYS if k != axis]
+    others = [a for a in varying(runs, VARIANT_AXES) if a != axis]
+    pairs = []
+    for _, twins in done.fillna({k: "?" for k in keys}).groupby(keys, sort=True):
+        on, off = twins[twins[axis] == "on"], twins[twins[axis] == "off"]
+        if not len(on) or not len(off):
+            continue
+        a, b = on.iloc[0], off.iloc[0]
+        na = [str(x) for x in (a["not_applicable"], b["not_applicable"]) if _has(x)]
+        pairs.append(
+            {
+                "group": a["group"],
+                "seed": a["seed"],
+                "on": a["final_test_err"],
+                "off": b["final_test_err"],
+                "delta": _sub(b["final_test_err"], a["final_test_err"]),
+                "time_ratio": _div(b["epoch_s_median"], a["epoch_s_median"]),
+                "context": " \u00b7 ".join(AXIS_NAMES[o] + text(a[o]) for o in others) or "all",
+                "note": "%s: not applicable on %s" % (axis, a["device"])
+                if any(axis in x for x in na)
+                else "",
+                "on_id": a["cell_id"],
+                "off_id": b["cell_id"],
+            }
+        )
+    summary = []
+    frame = pd.DataFrame(pairs)
+    if len(frame):
+        for (group, context), part in frame.groupby(["group", "context"], sort=True):
+            mean, std, n = mean_std(part["delta"])
+            deltas = finite(part["delta"])
+            summary.append(
+                {
+                    "group": group,
+                    "context": context,
+                    "n": n,
+                    "mean": mean,
+                    "std": std,
+                    "max_abs": max(abs(d) for d in deltas) if deltas else None,
+                    "time_ratio": mean_std(part["time_ratio"])[0],
+                    "note": "; ".join(sorted(set(part["note"]) - {""})),
+                }
+            )
+    return {"pairs": pairs, "summary": summary}
+
+
+def canary_pairs(runs):
+    """Each canary cell with its clean twin (same params, canary none), or None."""
+    canaries = runs[runs["canary"].fillna("none") != "none"]
+    keys = [k for k in PARAM_KEYS if k != "canary"]
+    out = []
+    for _, bug in canaries.iterrows():
+        twin = runs[runs["canary"].fillna("none") == "none"]
+        for key in keys:
+            twin = twin[twin[key].fillna("?") == (bug[key] if _has(bug[key]) else "?")]
+        out.append({"canary": bug, "clean": twin.iloc[0] if len(twin) else None})
+    return out
+
+
+def cost(runs):
+    """Per group x variant: epoch time, img/s, peak memory, wall and GPU-hours; and totals."""
+    # Cells that trained at least one epoch (a skipped cell records wall_s 0 and no epochs).
+    ran = runs[runs["wall_s"].map(_isfinite) & (runs["epochs_done"].fillna(0) > 0)]
+    rows = []
+    for (group, variant), part in ran.groupby(["group", "variant"], sort=True):
+        rows.append(
+            {
+                "group": group,
+                "variant": variant,
+                "n": len(part),
+                "epoch_s": _median(part["epoch_s_median"]),
+                "img_per_s": _median(part["img_per_s"]),
+                "peak_mem_mb": max(finite(part["peak_mem_mb"]), default=None),
+                "wall_h": sum(finite(part["wall_s"])) / 3600.0,
+                "gpu_hours": sum(finite(part["gpu_hours"])),
+                "device": ", ".join(sorted({text(d) for d in part["gpu"].fillna("CPU")})),
+            }
+        )
+    totals = {
+        "wall_h": sum(finite(ran["wall_s"])) / 3600.0,
+        "gpu_hours": sum(finite(ran["gpu_hours"])),
+        "cells": len(ran),
+    }
+    return {"rows": rows, "totals": totals}
+
+
+def predicted_vs_measured(runs, predicted):
+    """Rows of (cell, predicted s, measured s, ratio) for cells with both numbers."""
+    rows = []
+    for _, run in runs.iterrows():
+        guess = predicted.get(run["cell_id"])
+        if guess is None:
+            continue
+        rows.append(
+            {
+                "cell_id": run["cell_id"],
+                "predicted_s": guess,
+                "measured_s": run["wall_s"] if _isfinite(run["wall_s"]) else None,
+                "ratio": _div(run["wall_s"], guess),
+                "status": run["status"],
+            }
+        )
+    return rows
+
+
+def environments(runs):
+    """One row per distinct software/hardware identity that ran cells."""
+    seen = runs[runs["torch_version"].notna()]
+    rows = []
+    if not len(seen):
+        return rows
+    for ident, part in seen.fillna({c: "\u2014" for c in IDENTITY_COLUMNS}).groupby(
+        IDENTITY_COLUMNS, sort=True
+    ):
+        row = dict(zip(IDENTITY_COLUMNS, ident))
+        row["cudnn_version"] = cudnn_text(row["cudnn_version"])
+        row.update(
+            {
+                "cells": len(part),
+                "statuses": status_counts(part, skip=()),
+                "variants": ", ".join(sorted(part["variant"].unique())),
+                "not_applicable": "; ".join(
+                    sorted({str(x) for x in part["not_applicable"] if _has(x)})
+                ),
+            }
+        )
+        rows.append(row)
+    return rows
+
+
+def cudnn_text(version):
+    """torch.backends.cudnn.version() as 'major.minor.patch (raw)': cuDNN 9 encodes
+    major*10000 + minor*100 + patch, earlier releases major*1000 + minor*100 + patch."""
+    try:
+        raw = int(float(version))
+    except (TypeError, ValueError):
+        return version
+    scale = 10000 if raw >= 90000 else 1000
+    rest = raw % scale
+    return "%d.%d.%d (%d)" % (raw // scale, rest // 100, rest % 100, raw)
+
+
+def flag_mismatches(runs):
+    """Cells whose recorded flags contradict the requested cuDNN/TF32 setting (GPU only:
+    on CPU both axes are recorded as not applicable)."""
+    out = []
+    for _, run in runs[runs["gpu"].notna()].iterrows():
+        for axis, actual in (("cudnn", "actual_cudnn_enabled"), ("tf32", "actual_tf32")):
+            want, got = run[axis], run[actual]
+            if want in ("on", "off") and isinstance(got, bool) and got != (want == "on"):
+                out.append(
+                    {
+                        "cell_id": run["cell_id"],
+                        "axis": axis,
+                        "requested": want,
+                        "recorded": "on" if got else "off",
+                    }
+                )
+    return out
+
+
+def verdict_counts(comparison, envs):
+    """Headline counts: comparison verdict classes and gradient-stage verdicts."""
+    classes = {"pass": "reproduced", "fail": "differ", "warn": "inconclusive", "none": "no verdict"}
+    compared = {}
+    for block in comparison["blocks"]:
+        for ref in block["refs"]:
+            label = classes[ref["verdict_class"]]
+            compared[label] = compared.get(label, 0) + 1
+    stage = envs[envs["status"] == "completed"]["verdict"].value_counts().to_dict()
+    missing = int((envs["status"] != "completed").sum())
+    if missing:
+        stage["not run / unreadable"] = missing
+    return {
+        "comparisons": compared,
+        "not_compared": len(comparison["not_compared"]),
+        "stage": stage,
+    }
+
+
+def identities(runs):
+    """Distinct values of a few identity columns, for the header."""
+    return {
+        col: sorted({str(v) for v in runs[col] if _has(v)})
+        for col in ("git_sha", "host", "dataset_identity", "gpu", "torch_version")
+    }
+
+
+def _has(value):
+    return value is not None and value == value and value != ""
+
+
+def _sub(a, b):
+    return float(a) - float(b) if _isfinite(a) and _isfinite(b) else None
+
+
+def _div(a, b):
+    return float(a) / float(b) if _isfinite(a) and _isfinite(b) and float(b) else None
+
+
+def _median(values):
+    values = sorted(finite(values))
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2

@@ -1,0 +1,176 @@
+"""Which cells and environments a study expects: from the workflow's manifest.json, or (ad hoc,
+without a manifest) from the cell directories found under a results folder.
+
+The manifest is what makes a missing cell visible: a cell that never produced a file has no
+directory to discover. Cell directories found beside the manifest's cells but not listed in it
+are reported too (marked `in_manifest = False`), so nothing on disk is silently ignored.
+"""
+
+import json
+import os
+
+PARAM_KEYS = (
+    "model",
+    "dataset",
+    "augment",
+    "optimizer",
+    "torch",
+    "cudnn",
+    "tf32",
+    "deterministic",
+    "canary",
+    "seed",
+    "protocol",
+    "device",
+)
+ENV_PARAM_KEYS = ("torch", "device", "cudnn", "tf32", "canary")
+# A directory holding any of these is a training cell; gradcheck.json alone marks an env dir.
+CELL_MARKERS = ("summary.json", "metrics.csv", "failure.json", "checkpoint.pt", "env.json")
+
+
+class ManifestError(Exception):
+    """The manifest cannot be read; the report refuses rather than guessing the study."""
+
+
+class Study(object):
+    """Expected cells and envs (dicts with id, path, params, ...), plus the study's identity."""
+
+    def __init__(self, name, cells, envs, manifest=None, manifest_path=None):
+        self.name = name
+        self.cells = cells
+        self.envs = envs
+        self.manifest = manifest or {}
+        self.manifest_path = manifest_path
+        self.config_hash = self.manifest.get("config_hash")
+        self.config = self.manifest.get("config") or {}
+        self.dataset_fallback = self.manifest.get("dataset_fallback")
+
+
+def load_manifest(path):
+    """Parse manifest.json; raises ManifestError with a one-line reason."""
+    try:
+        with open(path, "rb") as f:
+            manifest = json.loads(f.read().decode("utf-8"))
+    except FileNotFoundError:
+        raise ManifestError("manifest %s does not exist" % path) from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ManifestError("manifest %s is not valid JSON (%s)" % (path, exc)) from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("cells"), list):
+        raise ManifestError("manifest %s has no 'cells' list" % path)
+    return manifest
+
+
+def resolve_base(manifest_path, dirs):
+    """The directory the manifest's relative paths start from.
+
+    The workflow writes paths relative to the repository root (where snakemake runs), e.g.
+    results/default/cells/<id>; the report may run from elsewhere. Take the first of the
+    working directory and the manifest's ancestors under which any listed path exists.
+    """
+    here = os.path.dirname(os.path.abspath(manifest_path))
+    candidates = [os.getcwd()]
+    while True:
+        candidates.append(here)
+        parent = os.path.dirname(here)
+        if parent == here:
+            break
+        here = parent
+    for base in candidates:
+        if any(os.path.exists(os.path.join(base, d)) for d in dirs if d):
+            return base
+    return os.getcwd()
+
+
+def from_manifest(path):
+    """The study a manifest describes, with extra cell dirs found beside its cells."""
+    manifest = load_manifest(path)
+    entries = [c for c in manifest["cells"] if isinstance(c, dict)]
+    env_entries = [e for e in manifest.get("envs") or [] if isinstance(e, dict)]
+    base = resolve_base(path, [c.get("dir") for c in entries + env_entries])
+    cells = []
+    for i, entry in enumerate(entries):
+        cell_id = str(entry.get("id") or "cell-%d" % i)
+        cells.append(
+            {
+                "id": cell_id,
+                "path": os.path.join(base, entry.get("dir") or os.path.join("cells", cell_id)),
+                "params": {k: _text(v) for k, v in (entry.get("params") or {}).items()},
+                "env": entry.get("env"),
+                "rerun": entry.get("rerun"),
+                "in_manifest": True,
+            }
+        )
+    envs = [
+        {
+            "id": str(e.get("id")),
+            "path": os.path.join(base, e.get("dir") or ""),
+            "params": {k: _text(v) for k, v in (e.get("params") or {}).items()},
+            "in_manifest": True,
+        }
+        for e in env_entries
+    ]
+    known = {os.path.realpath(c["path"]) for c in cells}
+    parents = sorted({os.path.dirname(c["path"]) for c in cells})
+    for parent in parents:
+        for found in discover_cells(parent, max_depth=1):
+            if os.path.realpath(found) not in known:
+                known.add(os.path.realpath(found))
+                cells.append(_extra_cell(found, parent))
+    name = manifest.get("study") or os.path.basename(os.path.dirname(os.path.abspath(path)))
+    return Study(str(name), cells, envs, manifest, os.path.abspath(path))
+
+
+def from_results(results_dir):
+    """An ad-hoc study: every cell and gradcheck directory found under results_dir."""
+    cells = [_extra_cell(p, results_dir) for p in discover_cells(results_dir)]
+    envs = [
+        {"id": os.path.basename(p), "path": p, "params": {}, "in_manifest": False}
+        for p in discover_envs(results_dir)
+    ]
+    return Study(os.path.basename(os.path.abspath(results_dir)), cells, envs)
+
+
+def _extra_cell(path, root):
+    cell_id = os.path.relpath(path, root)
+    return {
+        "id": os.path.basename(path) if cell_id == "." else cell_id,
+        "path": path,
+        "params": {},
+        "env": None,
+        "rerun": None,
+        "in_manifest": False,
+    }
+
+
+def discover_cells(root, max_depth=6):
+    """Directories under root that hold a training cell's files, sorted."""
+    return _walk(
+        root,
+        max_depth,
+        lambda names: any(m in names for m in CELL_MARKERS) and "gradcheck.json" not in names,
+    )
+
+
+def discover_envs(root, max_depth=6):
+    """Directories under root that hold a gradcheck.json, sorted."""
+    return _walk(root, max_depth, lambda names: "gradcheck.json" in names)
+
+
+def _walk(root, max_depth, wanted):
+    found = []
+    root = os.path.abspath(root)
+    for here, dirs, names in os.walk(root):
+        depth = here[len(root) :].count(os.sep)
+        if depth >= max_depth:
+            dirs[:] = []
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if wanted(set(names)):
+            found.append(here)
+    return sorted(found)
+
+
+def _text(value):
+    """Params as the strings the CLI uses ('on', '0'), so tables group and sort consistently."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return value if value is None else str(value)
