@@ -1,0 +1,174 @@
+# Validated config, the matrix of cells and environments, and the get_*/is_* helpers that the
+# rules use. The logic lives in workflow/scripts/ (study.py, data_plan.py, commands.py: plain
+# Python, unit-tested without Snakemake); this file wires it to the config.
+
+import os
+import re
+import sys
+
+import yaml
+from snakemake.exceptions import WorkflowError
+
+SCRIPTS = os.path.join(workflow.basedir, "workflow", "scripts")
+sys.path.insert(0, SCRIPTS)
+
+import commands  # noqa: E402
+import data_plan  # noqa: E402
+import study  # noqa: E402
+
+# Jobs call the harness through the interpreter that runs Snakemake, so the venv's python is
+# used even when the venv is not activated.
+PYTHON = sys.executable
+RUN_CELL = os.path.join(SCRIPTS, "run_cell.py")
+PREPARE_DATA = os.path.join(SCRIPTS, "prepare_data.py")
+RENDER_REPORT = os.path.join(SCRIPTS, "render_report.py")
+SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
+DEFAULT_CONFIGFILE = os.path.join("config", "config.yaml")
+
+
+def read_yaml(path):
+    with open(path) as f:
+        return yaml.safe_load(f) or {}
+
+
+def load_study():
+    """Validate the merged config and build the study; returns
+    (cfg, data actions, cells, envs, dataset fallback sentence or None)."""
+    files = [str(p) for p in workflow.overwrite_configfiles]
+    if files and not workflow.config_settings.replace_workflow_config:
+        studies = [(os.path.relpath(p), read_yaml(p)) for p in files]
+        study.check_study_files(read_yaml(DEFAULT_CONFIGFILE), studies)
+    merged = study.apply_overrides(config, workflow.config_settings.config)
+    cfg = study.validate(merged, read_yaml(SCHEMA))
+    lock = cfg["containers"]["lock"]
+    if cfg["runner"] == "docker":
+        keys = read_yaml(lock).get("images", {}) if os.path.isfile(lock) else {}
+        study.check_torch_keys(cfg, keys, lock)
+    actions, effective, fallback = data_plan.plan(cfg["data"], cfg["axes"]["dataset"])
+    cells, envs = study.build_matrix(cfg, effective)
+    return cfg, actions, cells, envs, fallback
+
+
+try:
+    CFG, DATA_ACTIONS, CELLS, ENVS, DATASET_FALLBACK = load_study()
+except study.ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
+
+if DATASET_FALLBACK:
+    # Loud on purpose: the one fallback of the harness (DESIGN.md, "Data").
+    print(
+        "!" * 78,
+        "DATASET FALLBACK: %s" % DATASET_FALLBACK,
+        "!" * 78,
+        sep="\n",
+        file=sys.stderr,
+    )
+
+STUDY = CFG["study"]
+STUDY_DIR = "results/%s" % STUDY
+CELL_BY_ID = {c["id"]: c for c in CELLS}
+ENV_BY_ID = {e["id"]: e for e in ENVS}
+
+
+wildcard_constraints:
+    study=re.escape(STUDY),
+    cell="|".join(re.escape(c) for c in CELL_BY_ID),
+    env="|".join(re.escape(e) for e in ENV_BY_ID),
+    dataset="|".join(re.escape(d) for d in DATA_ACTIONS) or "(?!)",
+
+
+def is_real_dataset(name):
+    return name != "synthetic"
+
+
+def get_final_targets():
+    """What `snakemake --cores all` builds: the manifest and the report (which needs every
+    cell and every gradient check)."""
+    return ["%s/manifest.json" % STUDY_DIR, "%s/report" % STUDY_DIR]
+
+
+def get_data_action(wildcards):
+    return DATA_ACTIONS[wildcards.dataset]
+
+
+def get_data_args(wildcards):
+    return commands.quote(commands.data_args(CFG, DATA_ACTIONS[wildcards.dataset]))
+
+
+def get_threads():
+    """CPU threads per job: train.threads, or all cores given (0), so on a CPU machine one
+    job at a time uses the whole machine instead of several jobs fighting over it."""
+    return CFG["train"]["threads"] or workflow.cores or 1
+
+
+def get_gpu_count(wildcards):
+    """The `gpu` resource of a training or gradient job (capped by --resources gpu=N)."""
+    return 0 if CFG["device"] == "cpu" or CFG["gpu"] == "none" else 1
+
+
+def get_train_inputs(wildcards):
+    """Its environment's gradient check (so that stage runs first; its verdict never blocks
+    training) and, for real data, the dataset record of prepare_data."""
+    cell = CELL_BY_ID[wildcards.cell]
+    inputs = {"gradcheck": "%s/gradcheck/%s/gradcheck.json" % (STUDY_DIR, cell["env"])}
+    if is_real_dataset(cell["params"]["dataset"]):
+        inputs["data"] = "%s/data/%s.json" % (STUDY_DIR, cell["params"]["dataset"])
+    return inputs
+
+
+def get_train_args(wildcards):
+    """What the cell computes: a change of these options retrains it."""
+    return commands.quote(
+        commands.train_args(CFG, CELL_BY_ID[wildcards.cell]["params"])
+    )
+
+
+def get_cell_runner_args(wildcards, threads):
+    """How the cell runs (not a param: a new GPU policy must not retrain finished cells)."""
+    p = CELL_BY_ID[wildcards.cell]["params"]
+    data_dir = CFG["data"]["dir"] if is_real_dataset(p["dataset"]) else None
+    cell_dir = "%s/cells/%s" % (STUDY_DIR, wildcards.cell)
+    return commands.quote(
+        commands.runner_args(CFG, p["torch"], cell_dir, threads, data_dir)
+    )
+
+
+def get_gradcheck_args(wildcards):
+    return commands.quote(
+        commands.gradcheck_args(CFG, ENV_BY_ID[wildcards.env]["params"])
+    )
+
+
+def get_env_runner_args(wildcards, threads):
+    torch = ENV_BY_ID[wildcards.env]["params"]["torch"]
+    env_dir = "%s/gradcheck/%s" % (STUDY_DIR, wildcards.env)
+    return commands.quote(commands.runner_args(CFG, torch, env_dir, threads))
+
+
+def get_progress_command():
+    """The report re-render after each cell (report.progress), or `true` when off."""
+    if not CFG["report"]["progress"]:
+        return "true"
+    return commands.quote(commands.progress_args(PYTHON, RENDER_REPORT, STUDY_DIR))
+
+
+def get_all_summaries(wildcards):
+    return ["%s/cells/%s/summary.json" % (STUDY_DIR, c["id"]) for c in CELLS]
+
+
+def get_all_gradchecks(wildcards):
+    return ["%s/gradcheck/%s/gradcheck.json" % (STUDY_DIR, e["id"]) for e in ENVS]
+
+
+def get_manifest():
+    """results/<study>/manifest.json as JSON text (docs/contracts.md)."""
+    files = workflow.overwrite_configfiles
+    args = commands.cli_args(files, workflow.config_settings.config)
+    return study.manifest_json(CFG, CELLS, ENVS, DATASET_FALLBACK, args)
+
+
+def save_manifest(path, text, log):
+    """Write the manifest atomically (the report may be reading the previous one)."""
+    study.write_text_atomic(path, text)
+    with open(log, "w") as f:
+        print("manifest: %d cells, %d environments" % (len(CELLS), len(ENVS)), file=f)

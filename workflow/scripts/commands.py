@@ -1,0 +1,80 @@
+"""Command lines of the workflow's jobs, built from the validated study config.
+
+Each function returns a list of arguments; workflow/rules/common.smk joins them for the
+rules. Kept apart from the rules so the options each cell gets are unit-tested and so a rule
+param holds only what changes a result (Snakemake reruns a job when its params change).
+"""
+
+import json
+import os
+import shlex
+
+
+def quote(args):
+    return " ".join(shlex.quote(str(a)) for a in args)
+
+
+def runner_args(cfg, torch, cell_dir, threads, data_dir=None):
+    """Options of workflow/scripts/run_cell.py (docs/contracts.md)."""
+    args = ["--runner", cfg["runner"], "--torch", torch, "--cell-dir", cell_dir]
+    args += ["--lock", cfg["containers"]["lock"], "--gpu", cfg["gpu"], "--threads", threads]
+    if cfg["containers"]["strict_digests"]:
+        args.append("--strict-digests")
+    if data_dir:
+        args += ["--data-dir", data_dir]
+    return args
+
+
+def train_args(cfg, params):
+    """`densenet train` options of one cell (the runner adds --out and --data-dir).
+
+    Training never downloads (prepare_data did, once); --require-official makes the trainer
+    check the checksums itself too."""
+    p, t = params, cfg["train"]
+    args = ["--model", p["model"], "--dataset", p["dataset"], "--protocol", p["protocol"]]
+    for axis in ("augment", "optimizer", "cudnn", "tf32", "deterministic", "canary", "seed"):
+        args += ["--%s" % axis, p[axis]]
+    args += ["--device", p["device"], "--download", "off"]
+    args += ["--keep-checkpoint", t["keep_checkpoint"], "--fast", t["fast"]]
+    for key in ("epochs", "n_train", "n_test", "batch_size"):
+        if t[key] is not None:
+            args += ["--%s" % key.replace("_", "-"), t[key]]
+    if cfg["data"]["require_official"]:
+        args += ["--require-official", "on"]
+    return args
+
+
+def gradcheck_args(cfg, env_params):
+    """`densenet gradcheck` options of one environment."""
+    g = cfg["gradcheck"]
+    args = ["--model", g["model"], "--batch-size", g["batch_size"], "--seed", g["seed"]]
+    for key in ("cudnn", "tf32", "device", "canary"):
+        args += ["--%s" % key, env_params[key]]
+    return args
+
+
+def data_args(cfg, action):
+    """Options of prepare_data.py beyond dataset, data dir and action."""
+    args = []
+    if action == "build":
+        args += ["--builder", cfg["data"]["builder"]]
+    if cfg["data"]["require_official"]:
+        args.append("--require-official")
+    return args
+
+
+def progress_args(python, script, study_dir):
+    """The best-effort report re-render after each cell (render_report.py --progress)."""
+    manifest = os.path.join(study_dir, "manifest.json")
+    return [python, script, "--progress", "--manifest", manifest, "--out", study_dir + "/report"]
+
+
+def cli_args(configfiles, config):
+    """--configfile/--config as Snakemake was given them, for each cell's rerun command."""
+    args = []
+    for path in configfiles:
+        args += ["--configfile", os.path.relpath(str(path))]
+    for key, value in sorted(config.items()):
+        text = value if isinstance(value, str) else json.dumps(value, default=dict)
+        args += ["--config", "%s=%s" % (key, text)]
+    return args

@@ -1,0 +1,100 @@
+"""Where each dataset of a study comes from, decided when Snakemake builds the DAG.
+
+Order (DESIGN.md, "Data"): a copy already under the data dir is identified by checksum; else
+the official archive is downloaded through torchvision when the network answers; else the
+configured offline builder makes one (this workplace's lossy CIFAR-10 rebuild); else, only
+where the study allows it, the cells train on `synthetic` and the manifest says so. The choice
+changes which cells exist, so it cannot wait until a job runs.
+"""
+
+import os
+import socket
+import threading
+
+# The files densenet/data.py loads (FILES there; tests/test_pipeline_config.py keeps the two
+# equal). Copied rather than imported: importing densenet pulls in torch, which would cost
+# seconds on every `snakemake -n`.
+FILES = {
+    "cifar10": ["data_batch_%d" % i for i in range(1, 6)] + ["test_batch", "batches.meta"],
+    "cifar100": ["train", "test", "meta"],
+}
+FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+# The host torchvision downloads CIFAR from; only probed when a dataset is missing.
+DOWNLOAD_HOST = ("www.cs.toronto.edu", 443)
+# Only CIFAR-10 has an offline rebuild (shared/data/cifar10-jpeg75).
+BUILDABLE = ("cifar10",)
+
+
+def present(name, data_dir):
+    folder = os.path.join(data_dir, FOLDERS[name])
+    return all(os.path.isfile(os.path.join(folder, f)) for f in FILES[name])
+
+
+def network_reachable(address=DOWNLOAD_HOST, timeout=3.0):
+    """True when a TCP connection to the download host opens within `timeout` seconds
+    (name resolution included: it runs in a thread, since getaddrinfo has no timeout)."""
+    answer = []
+
+    def probe():
+        try:
+            socket.create_connection(address, timeout=timeout).close()
+            answer.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(answer)
+
+
+def network_reachable_once():
+    """network_reachable(), probed once per Snakemake invocation: the answer goes into the
+    environment, which the job processes Snakemake spawns inherit (they re-read the DAG)."""
+    cached = os.environ.get("DENSENET_NETWORK")
+    if cached not in ("yes", "no"):
+        cached = "yes" if network_reachable() else "no"
+        os.environ["DENSENET_NETWORK"] = cached
+    return cached == "yes"
+
+
+def plan(data_cfg, datasets, network=network_reachable_once):
+    """Decide, per dataset of the study, how prepare_data gets it.
+
+    Returns (actions, effective, fallback): actions maps each real dataset kept to
+    identify | download | build; effective maps each requested dataset to the one trained on;
+    fallback is None or the sentence the manifest and the report show.
+    """
+    actions, effective, missing = {}, {}, []
+    for name in datasets:
+        effective[name] = name
+        if name == "synthetic":
+            continue
+        builder = data_cfg["builder"]
+        if present(name, data_cfg["dir"]):
+            actions[name] = "identify"
+        elif data_cfg["download"] == "auto" and network():
+            actions[name] = "download"
+        elif (
+            builder
+            and name in BUILDABLE
+            and not data_cfg["require_official"]
+            and (os.path.isfile(builder))
+        ):
+            actions[name] = "build"
+        elif data_cfg["fallback"] == "synthetic":
+            effective[name] = "synthetic"
+            missing.append(name)
+        else:
+            # Nothing to fall back to: let prepare_data try and fail with its one-line reason
+            # at run time, so `snakemake -n` still shows the study.
+            actions[name] = "download" if data_cfg["download"] == "auto" else "identify"
+    fallback = None
+    if missing:
+        fallback = (
+            "%s not found under %s, not downloadable (no network) and not buildable offline: "
+            "the study trains on the generated `synthetic` dataset instead, so no published "
+            "comparison is possible" % (" and ".join(NAMES[n] for n in missing), data_cfg["dir"])
+        )
+    return actions, effective, fallback

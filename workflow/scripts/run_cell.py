@@ -1,0 +1,248 @@
+"""Run one `python -m densenet` job (train or gradcheck) for the workflow (docs/contracts.md).
+
+    python workflow/scripts/run_cell.py --runner local|docker --torch KEY --cell-dir DIR
+        [--data-dir DIR] [--lock containers/images.lock.yaml] [--strict-digests]
+        [--gpu auto|none|inherit] [--threads N] -- SUBCOMMAND [densenet args]
+
+Appends --out (and --data-dir) as the started process sees them, streams its log to stdout,
+and exits 0 when the job produced a result (train: summary.json completed, diverged or
+skipped; gradcheck: gradcheck.json with a verdict): results are not retried. Any other end is
+a failure: failure.json in the cell directory (Snakemake deletes a failed job's declared
+output, so this is where the report finds why), and the child's exit code. An interrupted job
+(SIGINT/SIGTERM) leaves no failure.json: the cell stays resumable from its checkpoint.
+"""
+
+import argparse
+import collections
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+import gpu_slots  # noqa: E402  (sibling module; workflow/scripts is not a package)
+
+RESULTS = {"train": "summary.json", "gradcheck": "gradcheck.json"}
+RESULT_STATUSES = ("completed", "diverged", "skipped")
+LOG_TAIL_LINES = 60
+CONTAINER_CELL, CONTAINER_DATA = "/cell", "/data"
+
+
+class Log(object):
+    """Echo the job's lines to stdout (Snakemake's log) and keep the last ones for failure.json."""
+
+    def __init__(self):
+        self.tail = collections.deque(maxlen=LOG_TAIL_LINES)
+
+    def __call__(self, line):
+        line = line.rstrip("\n")
+        self.tail.append(line)
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+def write_json(path, obj):
+    tmp = "%s.tmp.%d" % (path, os.getpid())
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def git_sha():
+    try:
+        out = subprocess.run(
+            ["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def host_environ():
+    """What densenet cannot see from inside a container: the host's git SHA and name."""
+    env = {"DENSENET_HOST": os.environ.get("DENSENET_HOST") or platform.node()}
+    sha = os.environ.get("DENSENET_GIT_SHA") or git_sha()
+    if sha:
+        env["DENSENET_GIT_SHA"] = sha
+    return env
+
+
+def die_with_parent():
+    """Child side of Popen: get SIGTERM if the runner dies, even by SIGKILL (Linux prctl)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class Interrupted(Exception):
+    def __init__(self, signum):
+        Exception.__init__(self, "interrupted by signal %d" % signum)
+        self.signum = signum
+
+
+def run_local(argv, cell_dir, data_dir, gpu_policy, gpu, threads, log):
+    """Run `python -m densenet` in this environment; return its exit code."""
+    argv = [sys.executable, "-m", "densenet"] + argv + ["--out", cell_dir]
+    if data_dir:
+        argv += ["--data-dir", data_dir]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **host_environ())
+    env["PYTHONPATH"] = os.pathsep.join([REPO] + [p for p in [env.get("PYTHONPATH")] if p])
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    elif gpu_policy == "none":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    if threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    log("run_cell: %s" % " ".join(argv))
+    proc = subprocess.Popen(
+        argv,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=die_with_parent,
+    )
+
+    def forward(signum, frame):
+        # The child may have had the signal already (Ctrl-C reaches the whole process
+        # group); SIGTERM ends it either way, and its last checkpoint is complete.
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        raise Interrupted(signum)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for line in proc.stdout:
+            log(line)
+        return proc.wait()
+    except Interrupted:
+        proc.wait()
+        raise
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def run_docker(argv, cell_dir, data_dir, args, gpu, log):
+    """Run the job in the pinned image of args.torch (workflow/scripts/docker_runner.py)."""
+    try:
+        import docker_runner
+        import image_lock
+    except ImportError as exc:
+        raise RuntimeError("--runner docker cannot start: %s" % exc) from None
+    image = image_lock.read_entry(args.lock, args.torch)
+    image.update(lock=os.path.abspath(args.lock), strict=args.strict_digests)
+    argv = ["python", "-m", "densenet"] + argv + ["--out", CONTAINER_CELL]
+    if data_dir:
+        argv += ["--data-dir", CONTAINER_DATA]
+    # docker_runner hands the DENSENET_* and thread variables of this process to the container.
+    os.environ.update(host_environ())
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
+    cell_dir = os.path.abspath(cell_dir)
+    data_dir = os.path.abspath(data_dir) if data_dir else None
+    return docker_runner.run(image, argv, cell_dir, data_dir, REPO, gpu, log)
+
+
+def outcome(command, cell_dir):
+    """(ok, reason): did the child leave a result that is not a failure?"""
+    name = RESULTS.get(command)
+    result = read_json(os.path.join(cell_dir, name)) if name else None
+    if result is None:
+        return False, "no %s was written" % name if name else "unknown subcommand %r" % command
+    if command == "train":
+        status = result.get("status")
+        return status in RESULT_STATUSES, result.get("reason") or "status %s" % status
+    return "verdict" in result, "gradcheck.json has no verdict"
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runner", required=True, choices=("local", "docker"))
+    p.add_argument("--torch", required=True, help="lock key (docker) or `local`")
+    p.add_argument("--cell-dir", required=True)
+    p.add_argument("--data-dir")
+    p.add_argument("--lock", default=os.path.join(REPO, "containers", "images.lock.yaml"))
+    p.add_argument("--strict-digests", action="store_true")
+    p.add_argument("--gpu", choices=gpu_slots.POLICIES, default="auto")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: its default)")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- SUBCOMMAND [densenet args]")
+    args = p.parse_args(argv)
+    if args.command[:1] == ["--"]:
+        args.command = args.command[1:]
+    if not args.command:
+        p.error("give the densenet subcommand after --, e.g. -- train --model densenet-bc40-k12")
+    for flag in ("--out", "--data-dir"):
+        if flag in args.command:
+            p.error("%s is set by the runner; leave it out of the densenet arguments" % flag)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    command, cell_dir = args.command[0], args.cell_dir
+    os.makedirs(cell_dir, exist_ok=True)
+    failure_path = os.path.join(cell_dir, "failure.json")
+    # Stale verdicts of an earlier run must not decide this one.
+    for name in ("failure.json", RESULTS.get(command)):
+        if name and os.path.exists(os.path.join(cell_dir, name)):
+            os.remove(os.path.join(cell_dir, name))
+    log = Log()
+    try:
+        with gpu_slots.claim(args.gpu, log) as gpu:
+            if args.runner == "local":
+                code = run_local(
+                    args.command, cell_dir, args.data_dir, args.gpu, gpu, args.threads, log
+                )
+            else:
+                code = run_docker(args.command, cell_dir, args.data_dir, args, gpu, log)
+    except Interrupted as exc:
+        log("run_cell: %s; the cell can resume from its checkpoint" % exc)
+        return 128 + exc.signum
+    except KeyboardInterrupt:
+        log("run_cell: interrupted; the cell can resume from its checkpoint")
+        return 130
+    except Exception as exc:  # the job could not run (image missing, daemon down): record it
+        text = str(exc).strip().splitlines()
+        reason = "runner %s: %s" % (args.runner, text[0] if text else type(exc).__name__)
+        code = getattr(exc, "exit_code", None) or 1
+        log("error: " + reason)
+    else:
+        ok, reason = outcome(command, cell_dir)
+        if ok:
+            return 0
+        code = code or 1  # exit 0 without a result is still a failure
+    write_json(
+        failure_path,
+        {
+            "status": "failed",
+            "reason": reason,
+            "exit_code": code,
+            "log_tail": list(log.tail),
+            "runner": args.runner,
+        },
+    )
+    log("run_cell: failed (exit %d): %s; see %s" % (code, reason, failure_path))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,337 @@
+"""A study: the validated config, its matrix of cells and environments, and its manifest.
+
+Plain Python without Snakemake, so workflow/rules/common.smk stays a list of helpers and this
+logic is unit-tested on its own (tests/test_pipeline_config.py). Every error is a ConfigError
+whose message is one line naming the offending key and value.
+"""
+
+import copy
+import hashlib
+import itertools
+import json
+import os
+import shlex
+
+import jsonschema
+import yaml
+
+# Study axes in the order they appear in cell ids (DESIGN.md, "Study axes").
+AXES = (
+    "model",
+    "dataset",
+    "augment",
+    "optimizer",
+    "torch",
+    "cudnn",
+    "tf32",
+    "deterministic",
+    "canary",
+    "seed",
+)
+ON_OFF_AXES = ("augment", "cudnn", "tf32", "deterministic")
+# An environment is what the gradient stage checks once: image x device x cudnn x tf32 x canary.
+ENV_AXES = ("torch", "cudnn", "tf32", "canary")
+ON_OFF_KEYS = (("train", "keep_checkpoint"), ("train", "fast"))
+
+
+class ConfigError(ValueError):
+    """A config problem, told in one line that names the key and the value."""
+
+
+def on_off(value):
+    """YAML 1.1 reads a bare on/off as a boolean: map both spellings to "on"/"off"."""
+    if value is True:
+        return "on"
+    if value is False:
+        return "off"
+    return value
+
+
+def key_path(path):
+    """deque(['axes', 'cudnn', 1]) -> 'axes.cudnn[1]'."""
+    text = ""
+    for part in path:
+        text += "[%d]" % part if isinstance(part, int) else ("." if text else "") + str(part)
+    return text or "(top level)"
+
+
+def describe(error):
+    """One line for a jsonschema error: where, what was found, what is allowed."""
+    where = key_path(error.absolute_path)
+    kind, value = error.validator, error.instance
+    if kind == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(value) - set(allowed))
+        prefix = where + "." if error.absolute_path else ""
+        return "unknown key %s (allowed here: %s)" % (
+            ", ".join(prefix + k for k in extra),
+            ", ".join(allowed),
+        )
+    if kind == "required":
+        missing = error.message.split("'")[1]
+        prefix = where + "." if error.absolute_path else ""
+        return "missing key %s%s" % (prefix, missing)
+    if kind == "enum":
+        allowed = ", ".join(map(str, error.validator_value))
+        return "%s: %r is not one of %s" % (where, value, allowed)
+    if kind == "type":
+        expected = error.validator_value
+        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        return "%s: expected %s, got %r" % (where, expected, value)
+    if kind == "minItems":
+        return "%s: empty axis or list (give at least %d value)" % (where, error.validator_value)
+    if kind == "uniqueItems":
+        return "%s: duplicate values in %r would give duplicate cells" % (where, value)
+    if kind == "oneOf" and isinstance(value, (str, bool)):
+        return "%s: %r is not one of on, off" % (where, value)
+    return "%s: %s" % (where, error.message.replace("\n", " "))
+
+
+def typed(value):
+    """Snakemake parses nested --config values with YAML's BaseLoader, so every leaf arrives
+    as a string ('200', 'null'); read such leaves again as YAML scalars."""
+    if isinstance(value, dict):
+        return {k: typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [typed(v) for v in value]
+    if isinstance(value, str):
+        try:
+            loaded = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        return loaded if loaded is None or isinstance(loaded, (bool, int, float, str)) else value
+    return value
+
+
+def apply_overrides(config, overrides):
+    """config with the --config overrides (Snakemake's parse) merged in again, typed."""
+    merged = copy.deepcopy(dict(config))
+    for key, value in overrides.items():
+        value = typed(json.loads(json.dumps(value, default=dict)))
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def merge(base, update):
+    out = dict(base)
+    for key, value in update.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = merge(out[key], value) if both else value
+    return out
+
+
+def validate(config, schema):
+    """Check config against the JSON schema and the rules a schema cannot say; return a
+    normalized deep copy (on/off spelled as strings). Raises ConfigError."""
+    validator = jsonschema.Draft7Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is not None:
+        raise ConfigError("config error: " + describe(error))
+    cfg = copy.deepcopy(config)
+    for axis in ON_OFF_AXES:
+        cfg["axes"][axis] = [on_off(v) for v in cfg["axes"][axis]]
+    for section, key in ON_OFF_KEYS:
+        cfg[section][key] = on_off(cfg[section][key])
+    for rule in cfg["exclude"]:
+        for axis in ON_OFF_AXES:
+            if axis in rule:
+                rule[axis] = on_off(rule[axis])
+    check_semantics(cfg)
+    return cfg
+
+
+def check_semantics(cfg):
+    axes = cfg["axes"]
+    for axis in ON_OFF_AXES:
+        if len(set(axes[axis])) != len(axes[axis]):
+            raise ConfigError(
+                "config error: axes.%s: %r names the same value twice (true/on, false/off) "
+                "and would give duplicate cells" % (axis, axes[axis])
+            )
+    for i, rule in enumerate(cfg["exclude"]):
+        for axis, value in rule.items():
+            if value not in axes[axis]:
+                raise ConfigError(
+                    "config error: exclude[%d].%s: %r is not a value of axes.%s (%s)"
+                    % (i, axis, value, axis, ", ".join(map(str, axes[axis])))
+                )
+    local = cfg["runner"] == "local"
+    for key in axes["torch"]:
+        if local and key != "local":
+            raise ConfigError(
+                "config error: axes.torch: %r needs runner: docker (the local runner runs the "
+                "installed torch: use [local])" % key
+            )
+        if not local and key == "local":
+            raise ConfigError(
+                "config error: axes.torch: 'local' means this environment; runner docker "
+                "needs keys of %s" % cfg["containers"]["lock"]
+            )
+    data = cfg["data"]
+    if data["require_official"] and "synthetic" in axes["dataset"]:
+        raise ConfigError(
+            "config error: axes.dataset: 'synthetic' contradicts data.require_official: true"
+        )
+    if data["require_official"] and data["fallback"] != "none":
+        raise ConfigError(
+            "config error: data.fallback: %r contradicts data.require_official: true "
+            "(use none)" % data["fallback"]
+        )
+
+
+def check_torch_keys(cfg, lock_keys, lock_path):
+    """Docker studies name images by keys of the lock file."""
+    if cfg["runner"] != "docker":
+        return
+    for key in cfg["axes"]["torch"]:
+        if key not in lock_keys:
+            raise ConfigError(
+                "config error: axes.torch: %r is not a key of %s (keys: %s)"
+                % (key, lock_path, ", ".join(sorted(lock_keys)) or "none")
+            )
+
+
+def leaf_keys(tree, prefix=""):
+    """Dotted paths of the non-mapping values of a nested dict."""
+    keys = set()
+    for key, value in tree.items():
+        path = prefix + str(key)
+        if isinstance(value, dict) and value:
+            keys |= leaf_keys(value, path + ".")
+        else:
+            keys.add(path)
+    return keys
+
+
+def check_study_files(default_config, study_configs):
+    """Snakemake merges --configfile files over config/config.yaml key by key, so a study
+    file that leaves a key out silently inherits the default study's value (its tiny
+    n_train, say). A study file therefore sets every key; --config KEY=VALUE tweaks one."""
+    given = set()
+    for _, study in study_configs:
+        given |= leaf_keys(study)
+    missing = sorted(leaf_keys(default_config) - given)
+    if missing:
+        path = study_configs[-1][0]
+        raise ConfigError(
+            "config error: %s does not set %s: a study file sets every key of "
+            "config/config.yaml (use --config KEY=VALUE to change one key)"
+            % (path, ", ".join(missing))
+        )
+
+
+def cell_id(params):
+    """A readable id holding every axis, so adding a value to an axis never renames cells."""
+    p = params
+    return ".".join(
+        [
+            p["model"],
+            p["dataset"],
+            "aug-" + p["augment"],
+            p["optimizer"],
+            "torch-" + p["torch"],
+            "cudnn-" + p["cudnn"],
+            "tf32-" + p["tf32"],
+            "det-" + p["deterministic"],
+            "canary-" + p["canary"],
+            "seed-%d" % p["seed"],
+        ]
+    )
+
+
+def env_id(params):
+    p = params
+    return "torch-%s.%s.cudnn-%s.tf32-%s.canary-%s" % (
+        p["torch"],
+        p["device"],
+        p["cudnn"],
+        p["tf32"],
+        p["canary"],
+    )
+
+
+def excluded(params, rules):
+    return any(all(params[k] == v for k, v in rule.items()) for rule in rules)
+
+
+def build_matrix(cfg, effective_dataset):
+    """Cells (product of the axes minus exclusions, dataset after any fallback) and the
+    environments they use. Returns (cells, envs), each a list of {"id", "params", ...}."""
+    axes = cfg["axes"]
+    cells, seen = [], {}
+    for values in itertools.product(*(axes[a] for a in AXES)):
+        params = dict(zip(AXES, values))
+        if excluded(params, cfg["exclude"]):
+            continue
+        params["dataset"] = effective_dataset.get(params["dataset"], params["dataset"])
+        params.update(protocol=cfg["protocol"], device=cfg["device"])
+        cid = cell_id(params)
+        if cid in seen:
+            raise ConfigError(
+                "config error: axes.dataset: duplicate cell %s (%s falls back to %s, which "
+                "the axis already lists)" % (cid, values[1], params["dataset"])
+            )
+        env = {k: params[k] for k in ENV_AXES}
+        env["device"] = cfg["device"]
+        seen[cid] = True
+        cells.append({"id": cid, "params": params, "env": env_id(env), "env_params": env})
+    if not cells:
+        raise ConfigError("config error: exclude: the exclusions remove every cell of the matrix")
+    envs = {}
+    for cell in cells:
+        envs.setdefault(cell["env"], cell["env_params"])
+    return cells, [{"id": k, "params": v} for k, v in envs.items()]
+
+
+def config_hash(cfg):
+    text = json.dumps(cfg, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def rerun_command(summary_path, cli_args):
+    """The one command that retrains one cell (cli_args: --configfile/--config as given)."""
+    return " ".join(
+        ["snakemake", "--cores", "all"] + [shlex.quote(a) for a in cli_args] + [summary_path, "-f"]
+    )
+
+
+def manifest(cfg, cells, envs, fallback, cli_args):
+    """results/<study>/manifest.json (docs/contracts.md)."""
+    root = "results/%s" % cfg["study"]
+    out_cells = []
+    for cell in cells:
+        cell_dir = "%s/cells/%s" % (root, cell["id"])
+        out_cells.append(
+            {
+                "id": cell["id"],
+                "dir": cell_dir,
+                "params": cell["params"],
+                "env": cell["env"],
+                "rerun": rerun_command(cell_dir + "/summary.json", cli_args),
+            }
+        )
+    return {
+        "study": cfg["study"],
+        "config_hash": config_hash(cfg),
+        "config": cfg,
+        "dataset_fallback": fallback,
+        "cells": out_cells,
+        "envs": [
+            {"id": e["id"], "dir": "%s/gradcheck/%s" % (root, e["id"]), "params": e["params"]}
+            for e in envs
+        ],
+    }
+
+
+def manifest_json(cfg, cells, envs, fallback, cli_args):
+    return json.dumps(manifest(cfg, cells, envs, fallback, cli_args), indent=1, sort_keys=True)
+
+
+def write_text_atomic(path, text):
+    tmp = "%s.tmp.%d" % (path, os.getpid())
+    with open(tmp, "w") as f:
+        f.write(text + "\n")
+    os.replace(tmp, path)
