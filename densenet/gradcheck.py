@@ -103,8 +103,10 @@ def run_checks(cfg, device, flags):
     model = build().to(device)
     reference = build_model(cfg["model"]).double()
     reference.load_state_dict(model.state_dict())
+    timings, t0 = {}, _clock(device)
     grads = compare(model, reference, x, y)
     del model, reference
+    timings["compare"], t0 = _clock(device) - t0, _clock(device)
 
     errs = [
         (layer["name"], layer[k])
@@ -117,9 +119,11 @@ def run_checks(cfg, device, flags):
     tf32 = device.type == "cuda" and bool(flags.get("tf32_effective"))
 
     layer = check_dense_layer(device, "canary" if canary else "clean", cfg["cudnn"], cfg["seed"])
+    timings["gradcheck"], t0 = _clock(device) - t0, _clock(device)
     det = check_determinism(
         build, x, y, cfg["optimizer"], cfg["seed"], cfg["steps"], cfg["deterministic"]
     )
+    timings["determinism"] = _clock(device) - t0
     verdict, reasons = decide(max_rel, nonfinite, tf32, layer["configured_passed"])
     canary_rec = canary_record(cfg, grads["grad_layout"])
     if canary_rec["note"]:
@@ -139,12 +143,19 @@ def run_checks(cfg, device, flags):
         "gradcheck": layer,
         "determinism": det,
         "device": str(device),
+        "timings_s": timings,
         "batch": {
             "size": int(y.shape[0]),
             "source": "synthetic (generated, fixed)",
             "normalization": "cifar10",
         },
     }
+
+
+def _clock(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()  # time finished work, not queued kernels
+    return time.perf_counter()
 
 
 def summary_line(result):
