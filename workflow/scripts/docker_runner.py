@@ -1,0 +1,403 @@
+"""Docker runner: one `python -m densenet` job in a pinned image, given nothing it does not need.
+
+    run(image, argv, cell_dir, data_dir, code_dir, gpu, log, mem_limit=None, client=None) -> int
+
+image     the lock entry (workflow/scripts/image_lock.py) plus `key`, `lock` (its path) and
+          `strict` (refuse an image without a pinned digest).
+argv      the command inside the container, ["python", "-m", "densenet", SUB, ...], with
+          `--out /cell` (and `--data-dir /data`) already there; the runner adds `--image-ref`.
+cell_dir  host path, mounted read-write at /cell.   data_dir  host path or None, read-only at /data.
+code_dir  the checkout holding densenet/; only densenet/ is mounted, read-only, at /code/densenet.
+gpu       None (no GPU), or the host GPU index / UUID this job owns (one GPU per job).
+log       called with each line of the container's output, as it comes.
+
+Returns the container's exit code; 4 (skipped) when the GPU preflight finds no kernels for
+the GPU, after writing the skipped result. Raises RunnerError (one line, with an exit code)
+when the job cannot run or is killed from outside: daemon down, image missing or unpinned in
+strict mode, OOM kill, daemon lost. On SIGINT/SIGTERM the container is removed and the signal
+is delivered again to this process, so the caller ends as it would have without the runner.
+
+The container runs as the caller's uid:gid, without network, capabilities, privilege
+escalation or the docker socket. HOME is /tmp: an arbitrary uid has no home in the image.
+"""
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import threading
+import uuid
+
+import docker
+import image_lock
+from docker.types import DeviceRequest, Mount
+
+CODE, CELL, DATA = "/code", "/cell", "/data"
+EXIT_NOT_RUN = 125  # docker's own code for "the container could not be run"
+EXIT_SKIPPED = 4  # densenet's: the cell cannot run in this environment (docs/contracts.md)
+EXIT_SIGKILL = 137
+REF_COMMANDS = ("train", "gradcheck", "bench")  # the subcommands that take --image-ref
+RESULT_FILES = {"train": "summary.json", "gradcheck": "gradcheck.json"}
+# Variables of the calling process handed into the container (run_cell.py sets them).
+PASSED_ENV = ("DENSENET_GIT_SHA", "DENSENET_HOST", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+MEMORY_ENV = "DENSENET_DOCKER_MEMORY"  # e.g. "16g": memory limit of each container
+
+
+class RunnerError(Exception):
+    """The job could not run, or was stopped from outside densenet; str() is one line."""
+
+    def __init__(self, reason, exit_code=EXIT_NOT_RUN):
+        Exception.__init__(self, reason)
+        self.exit_code = exit_code
+
+
+class Interrupted(BaseException):
+    """SIGINT/SIGTERM arrived while a container ran (BaseException: no `except Exception`
+    between here and the cleanup may swallow it)."""
+
+    def __init__(self, signum):
+        BaseException.__init__(self, "signal %d" % signum)
+        self.signum = signum
+
+
+def first_line(exc):
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def connect():
+    """A client of the daemon that DOCKER_HOST (or the default socket) names, known to answer."""
+    where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:  # DockerException, requests' errors: all mean "no daemon here"
+        raise RunnerError(
+            "docker daemon not reachable at %s (%s); is dockerd running?" % (where, first_line(exc))
+        ) from exc
+    return client
+
+
+# -- the image -------------------------------------------------------------------------------
+
+
+def repository(tag):
+    """'pytorch/pytorch:2.5.1-x' -> 'pytorch/pytorch' (a registry's port colon is not a tag)."""
+    name, _, last = tag.rpartition(":")
+    return name if name and "/" not in last else tag
+
+
+def get_or_pull(client, ref, log):
+    try:
+        return client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        pass
+    log("docker_runner: pulling %s" % ref)
+    try:
+        return client.images.pull(ref)
+    except docker.errors.DockerException as exc:
+        raise RunnerError(
+            "image %s is not on this host and the pull failed: %s" % (ref, first_line(exc))
+        ) from exc
+
+
+def resolve_image(client, image, log):
+    """(what to run, what to record): the pinned image, pulled if needed.
+
+    Registry images run by digest (repo@sha256:...), so a moved tag cannot change what runs;
+    a missing digest is taken from the first pull and written back to the lock file, unless
+    strict. Locally built images (`build:` in the lock) have no registry digest: they run and
+    are recorded by their image ID.
+    """
+    tag, digest, key = image["tag"], image.get("digest"), image.get("key")
+    if image.get("build"):
+        try:
+            found = client.images.get(tag)
+        except docker.errors.ImageNotFound:
+            raise RunnerError(
+                "image %s (torch %s) is not built on this host; run %s" % (tag, key, image["build"])
+            ) from None
+        return found.id, "%s@%s" % (tag, found.id)
+    repo = repository(tag)
+    if digest:
+        found = get_or_pull(client, "%s@%s" % (repo, digest), log)
+        return found.id, "%s@%s" % (tag, digest)
+    if image.get("strict"):
+        raise RunnerError(
+            "torch %s (%s) has no digest in %s; strict mode refuses unpinned "
+            "images (run once without --strict-digests to pin it)" % (key, tag, image.get("lock"))
+        )
+    found = get_or_pull(client, tag, log)
+    digests = [
+        d.split("@", 1)[1]
+        for d in found.attrs.get("RepoDigests") or []
+        if d.split("@", 1)[0] == repo
+    ]
+    if not digests:
+        # Loaded or built under that name, never pulled: there is no registry digest to pin.
+        log("docker_runner: warning: %s has no registry digest; recording its image ID" % tag)
+        return found.id, "%s@%s" % (tag, found.id)
+    if image.get("lock") and image_lock.write_digest(image["lock"], key, digests[0]):
+        log("docker_runner: pinned torch %s to %s in %s" % (key, digests[0], image["lock"]))
+    return found.id, "%s@%s" % (tag, digests[0])
+
+
+# -- the container ---------------------------------------------------------------------------
+
+
+def subcommand(argv):
+    """The densenet subcommand in ["python", "-m", "densenet", SUB, ...], or None."""
+    rest = argv[argv.index("densenet") + 1 :] if "densenet" in argv else []
+    return rest[0] if rest else None
+
+
+def with_image_ref(argv, ref):
+    if subcommand(argv) in REF_COMMANDS and "--image-ref" not in argv:
+        return list(argv) + ["--image-ref", ref]
+    return list(argv)
+
+
+def container_settings(run_ref, image_ref, argv, cell_dir, data_dir, code_dir, gpu, mem_limit):
+    """Keyword arguments of containers.run: everything the job gets, and nothing else."""
+    package = os.path.join(os.path.abspath(code_dir), "densenet")
+    mounts = [
+        Mount(CODE + "/densenet", package, type="bind", read_only=True),
+        Mount(CELL, os.path.abspath(cell_dir), type="bind", read_only=False),
+    ]
+    if data_dir:
+        mounts.append(Mount(DATA, os.path.abspath(data_dir), type="bind", read_only=True))
+    env = {k: os.environ[k] for k in PASSED_ENV if os.environ.get(k)}
+    env.update(
+        DENSENET_IMAGE_REF=image_ref,
+        PYTHONPATH=CODE,
+        HOME="/tmp",
+        USER="densenet",
+        LOGNAME="densenet",
+        PYTHONUNBUFFERED="1",
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    env.setdefault("DENSENET_HOST", socket.gethostname())
+    label = re.sub(r"[^a-zA-Z0-9_.-]", "-", os.path.basename(os.path.abspath(cell_dir)))[:40]
+    settings = dict(
+        image=run_ref,
+        command=list(argv),
+        environment=env,
+        working_dir=CODE,
+        mounts=mounts,
+        user="%d:%d" % (os.getuid(), os.getgid()),
+        network_mode="none",
+        privileged=False,
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        init=True,  # docker-init as PID 1: signals reach python, zombies are reaped
+        name="densenet-%s-%s" % (label, uuid.uuid4().hex[:8]),
+        labels={"org.densenet.cell": os.path.abspath(cell_dir)},
+        detach=True,
+    )
+    if gpu is not None:
+        settings["device_requests"] = [DeviceRequest(device_ids=[str(gpu)], capabilities=[["gpu"]])]
+    if mem_limit:
+        # Equal swap limit: the kernel kills at the limit instead of swapping past it.
+        settings.update(mem_limit=mem_limit, memswap_limit=mem_limit)
+    return settings
+
+
+def remove(client, name):
+    try:
+        client.api.remove_container(name, force=True)
+    except docker.errors.NotFound:
+        pass
+    except Exception:  # daemon gone: nothing left to remove through it
+        pass
+
+
+@contextlib.contextmanager
+def started(client, settings):
+    """A started container that is removed however the block ends: return, error, or
+    SIGINT/SIGTERM (the signal is then delivered again, once the container is gone)."""
+
+    caught = []
+
+    def on_signal(signum, frame):
+        # Only the first signal interrupts: a second Ctrl-C must not cut the cleanup short.
+        if not caught:
+            caught.append(signum)
+            raise Interrupted(signum)
+
+    # Handlers can only be set from the main thread; elsewhere the caller owns signals.
+    main = threading.current_thread() is threading.main_thread()
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    signum = None
+    try:
+        try:
+            yield client.containers.run(**settings)
+        except docker.errors.ImageNotFound as exc:
+            raise RunnerError(
+                "image %s not found: %s" % (settings["image"], first_line(exc))
+            ) from exc
+        except docker.errors.APIError as exc:
+            raise RunnerError("docker could not run the container: %s" % first_line(exc)) from exc
+    except Interrupted as exc:
+        signum = exc.signum
+    finally:
+        # By name: a signal may land between the container's creation and its return to us.
+        remove(client, settings["name"])
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    if signum is not None:
+        os.kill(os.getpid(), signum)  # SIGTERM ends us; SIGINT raises KeyboardInterrupt
+        raise RunnerError("interrupted by signal %d" % signum, 128 + signum)
+
+
+def stream(container, log):
+    """Pass the container's output to `log` line by line while it runs."""
+    pending = b""
+    for chunk in container.logs(stream=True, follow=True):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            log(line.decode("utf-8", "replace").rstrip("\r"))
+    if pending:
+        log(pending.decode("utf-8", "replace"))
+
+
+def run_container(client, settings, log):
+    """Run to the end; the exit code, or RunnerError when the kernel or the daemon ended it."""
+    with started(client, settings) as container:
+        try:
+            stream(container, log)
+            code = container.wait()["StatusCode"]
+            container.reload()
+        except (docker.errors.DockerException, OSError) as exc:  # OSError: requests' errors
+            raise RunnerError(
+                "lost the docker daemon while the container ran: %s" % first_line(exc)
+            ) from exc
+        state = container.attrs["State"]
+    limit = settings.get("mem_limit")
+    if state.get("OOMKilled"):
+        raise RunnerError(
+            "container OOM-killed: it needed more than its memory limit (%s); "
+            "raise %s" % (limit or "none set: the host ran out", MEMORY_ENV),
+            code or EXIT_SIGKILL,
+        )
+    if code == EXIT_SIGKILL:
+        raise RunnerError(
+            "container killed by SIGKILL (exit 137) from outside; the host's OOM "
+            "killer or a `docker kill`?",
+            code,
+        )
+    return code
+
+
+# -- the GPU preflight -----------------------------------------------------------------------
+
+
+def preflight(client, settings, log):
+    """(environment, None) when the image's torch can use the job's GPU, else (environment or
+    None, reason): `python -m densenet env` in the same container settings."""
+    probe = dict(
+        settings, command=["python", "-m", "densenet", "env"], name=settings["name"] + "-preflight"
+    )
+    lines = []
+    code = run_container(client, probe, lines.append)
+    text = "\n".join(lines)
+    try:
+        env = json.loads(text[text.index("{") : text.rindex("}") + 1])
+    except ValueError:
+        env = None
+    if code != 0 or env is None:
+        for line in lines[-20:]:
+            log(line)
+        return None, "preflight: `python -m densenet env` failed in the image (exit %d)" % code
+    arch = env["environ"].get("cuda_arch")
+    if not arch:
+        return env, (
+            "preflight: no CUDA device visible in the container (torch %s, CUDA %s)"
+            % (env["environ"]["torch"], env["environ"]["cuda"])
+        )
+    if not arch.get("supported"):
+        return env, "preflight: %s" % arch.get("reason")
+    return env, None
+
+
+def write_json(path, obj):
+    tmp = "%s.tmp.%d" % (path, os.getpid())
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def write_skipped(cell_dir, command, argv, env, reason):
+    """The result of a cell the preflight skipped, in densenet's own skip formats (train:
+    summary.json status `skipped`; gradcheck: gradcheck.json verdict `skipped` with its
+    environment), so the report cannot tell who skipped it; env.json for train cells."""
+    config = {"argv": list(argv)}
+    environ, flags = (env["environ"], env.get("flags")) if env else (None, None)
+    if command == "gradcheck":
+        result = {
+            "verdict": "skipped",
+            "reasons": [reason],
+            "config": config,
+            "environ": environ,
+            "flags": flags,
+        }
+    else:
+        result = {
+            "status": "skipped",
+            "reason": reason,
+            "final_test_err": None,
+            "best_test_err": None,
+            "epochs_done": 0,
+            "wall_s": 0.0,
+            "peak_mem_mb": None,
+            "img_per_s": None,
+            "config": config,
+        }
+        if env is not None:
+            write_json(
+                os.path.join(cell_dir, "env.json"),
+                {"environ": environ, "flags": flags, "dataset": None, "config": config},
+            )
+    write_json(os.path.join(cell_dir, RESULT_FILES.get(command, "summary.json")), result)
+
+
+def wants_gpu(argv, gpu):
+    """A GPU job: a GPU was assigned, or densenet is told to use CUDA."""
+    pairs = zip(argv, list(argv[1:]) + [None])
+    return gpu is not None or any(
+        a == "--device=cuda" or (a, b) == ("--device", "cuda") for a, b in pairs
+    )
+
+
+# -- the entry point -------------------------------------------------------------------------
+
+
+def run(image, argv, cell_dir, data_dir, code_dir, gpu, log, mem_limit=None, client=None):
+    """Run one job in its pinned image; see the module docstring."""
+    client = client or connect()
+    run_ref, image_ref = resolve_image(client, image, log)
+    argv = with_image_ref(argv, image_ref)
+    os.makedirs(cell_dir, exist_ok=True)
+    settings = container_settings(
+        run_ref,
+        image_ref,
+        argv,
+        cell_dir,
+        data_dir,
+        code_dir,
+        gpu,
+        mem_limit or os.environ.get(MEMORY_ENV),
+    )
+    log("docker_runner: %s as %s, gpu %s: %s" % (image_ref, settings["user"], gpu, " ".join(argv)))
+    if os.getuid() == 0:
+        log("docker_runner: warning: the caller is root, so the container runs as root")
+    if wants_gpu(argv, gpu):
+        env, reason = preflight(client, settings, log)
+        if reason:
+            log("docker_runner: skipped: %s" % reason)
+            write_skipped(cell_dir, subcommand(argv), argv, env, reason)
+            return EXIT_SKIPPED
+    return run_container(client, settings, log)

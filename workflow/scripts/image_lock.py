@@ -1,0 +1,125 @@
+"""containers/images.lock.yaml: read an entry, write a resolved digest back.
+
+The write-back edits the one `digest:` line of one entry in place, so the file's comments and
+order survive (a YAML round trip would drop them), checks the result parses to exactly the old
+content plus that digest, and replaces the file atomically. Jobs that pull at the same time
+serialise on a lock of the lock file's directory, and re-read the file under it.
+"""
+
+import contextlib
+import fcntl
+import os
+import re
+
+import yaml
+
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")  # a registry content digest
+
+
+class LockError(Exception):
+    """The lock file is missing, malformed, or lacks the entry (one line, names the file)."""
+
+
+def entries(text):
+    """The key -> entry mapping of a lock file's text (`images:` or a top-level mapping)."""
+    data = yaml.safe_load(text) or {}
+    images = data.get("images", data) if isinstance(data, dict) else None
+    if not isinstance(images, dict):
+        raise LockError("expected a mapping `images: {key: {tag, digest}}`")
+    return images
+
+
+def read_entry(path, key):
+    """The entry of `key` as a dict with `key` added; LockError when it is not there."""
+    try:
+        with open(path) as f:
+            images = entries(f.read())
+    except (OSError, yaml.YAMLError, LockError) as exc:
+        raise LockError("%s: %s" % (path, str(exc).splitlines()[0])) from exc
+    if key not in images:
+        raise LockError(
+            "%s has no image for torch %r (keys: %s)"
+            % (path, key, ", ".join(sorted(map(str, images))))
+        )
+    entry = dict(images[key])
+    entry["key"] = key
+    return entry
+
+
+@contextlib.contextmanager
+def exclusive(path):
+    """Hold an exclusive flock on the directory of `path` (the file itself gets replaced)."""
+    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def set_digest_text(text, key, digest):
+    """`text` with the digest of entry `key` set; only that line changes (or is added)."""
+    lines = text.splitlines(True)
+    head = re.compile(r"^(\s*)(['\"]?)%s\2\s*:\s*(#.*)?$" % re.escape(key))
+    start = next((i for i, line in enumerate(lines) if head.match(line.rstrip("\n"))), None)
+    if start is None:
+        raise LockError("no entry line for %r" % key)
+    indent = len(head.match(lines[start]).group(1))
+    end = start + 1
+    while end < len(lines):
+        stripped = lines[end].strip()
+        if (
+            stripped
+            and not stripped.startswith("#")
+            and len(lines[end]) - len(lines[end].lstrip()) <= indent
+        ):
+            break
+        end += 1
+    field = re.compile(r"^(\s+)digest\s*:\s*([^#\s]*)(\s*#.*)?$")
+    for i in range(start + 1, end):
+        m = field.match(lines[i].rstrip("\n"))
+        if m:
+            lines[i] = "%sdigest: %s%s\n" % (m.group(1), digest, m.group(3) or "")
+            break
+    else:
+        tag_line = next(
+            (i for i in range(start + 1, end) if lines[i].strip().startswith("tag")), None
+        )
+        if tag_line is None:
+            raise LockError("entry %r has no tag line" % key)
+        pad = lines[tag_line][: len(lines[tag_line]) - len(lines[tag_line].lstrip())]
+        lines.insert(tag_line + 1, "%sdigest: %s\n" % (pad, digest))
+    return "".join(lines)
+
+
+def write_digest(path, key, digest):
+    """Record `digest` for `key` in the lock file; returns False when it was already there.
+
+    Refuses (LockError) when the file holds another digest for the key by now: a concurrent
+    job pulled a different image under the same tag, and which one is right is for a person.
+    """
+    if not DIGEST.match(digest or ""):
+        raise LockError("refusing to record %r: not a sha256 content digest" % (digest,))
+    with exclusive(path):
+        with open(path) as f:
+            text = f.read()
+        old = entries(text)
+        current = (old.get(key) or {}).get("digest")
+        if current == digest:
+            return False
+        if current:
+            raise LockError("%s already pins %s to %s, not %s" % (path, key, current, digest))
+        new_text = set_digest_text(text, key, digest)
+        expected = dict(old)
+        expected[key] = dict(old[key], digest=digest)
+        if entries(new_text) != expected:
+            raise LockError(
+                "%s: editing the digest of %r changed more than that line" % (path, key)
+            )
+        tmp = "%s.tmp.%d" % (path, os.getpid())
+        with open(tmp, "w") as f:
+            f.write(new_text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    return True
