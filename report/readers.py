@@ -7,7 +7,6 @@ that cannot be parsed is a *problem* named with its file, never a crash and neve
 
 import io
 import json
-import math
 import os
 
 import pandas as pd
@@ -33,7 +32,7 @@ CELL_FILES = (
     "checkpoint.pt.corrupt",
     "gradcheck.json",
 )
-NON_NUMBERS = ("nan", "-nan", "inf", "-inf", "+inf")
+NON_NUMBERS = ("nan", "-nan", "NaN")
 
 
 class CellFiles(object):
@@ -86,40 +85,24 @@ def parse_metrics(data):
                 line.count(",") + 1,
                 len(header),
             )
-    raw = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-    frame = pd.DataFrame(index=raw.index)
+    # Only the spellings of non-finite floats that Python's csv writer produces count as
+    # numbers; anything else (an empty field, a word) leaves its column non-numeric.
+    frame = pd.read_csv(io.StringIO(text), keep_default_na=False, na_values=list(NON_NUMBERS))
     for column in METRIC_COLUMNS:
-        values = raw[column].str.strip()
-        numbers = pd.to_numeric(
-            values.where(~values.str.lower().isin(NON_NUMBERS)), errors="coerce"
-        )
-        bad = numbers.isna() & ~values.str.lower().isin(NON_NUMBERS)
-        if bad.any():
-            row = int(bad.to_numpy().nonzero()[0][0])
+        if not pd.api.types.is_numeric_dtype(frame[column]):
+            numbers = pd.to_numeric(frame[column], errors="coerce")
+            row = int((numbers.isna() & frame[column].notna()).to_numpy().nonzero()[0][0])
             return None, "metrics.csv: line %d: %s is %r, not a number" % (
                 row + 2,
                 column,
-                values.iloc[row],
+                frame[column].iloc[row],
             )
-        # 'inf' and 'nan' are what a diverged epoch legitimately writes
-        frame[column] = (
-            values.str.lower().map(_special).where(values.str.lower().isin(NON_NUMBERS), numbers)
-        )
+    frame = frame[METRIC_COLUMNS].astype(float)
     expected = list(range(1, len(frame) + 1))
     if [float(e) for e in frame["epoch"]] != [float(e) for e in expected]:
         return None, "metrics.csv: epochs are not 1..%d in order" % len(frame)
     frame["epoch"] = frame["epoch"].astype(int)
     return frame, None
-
-
-def _special(text):
-    return {
-        "nan": math.nan,
-        "-nan": math.nan,
-        "inf": math.inf,
-        "+inf": math.inf,
-        "-inf": -math.inf,
-    }.get(text, math.nan)
 
 
 def check_summary(summary):

@@ -33,6 +33,8 @@ def render_report(
     """Write report.html, runs.csv, curves.csv, envs.csv, layers.csv into out_dir (each
     atomically); returns the path of report.html."""
     os.makedirs(out_dir, exist_ok=True)
+    # runs.csv carries the page's group and variant labels, so its rows can be matched to it.
+    tables = aggregate.Tables(add_labels(tables.runs), tables.curves, tables.envs, tables.layers)
     context = build_context(study, tables, out_dir, tolerance, predicted_path)
     html = environment().get_template("report.html.j2").render(**context)
     aggregate.write_tables(tables, out_dir)
@@ -57,7 +59,7 @@ def environment():
 
 def build_context(study, tables, out_dir, tolerance, predicted_path=None):
     """Everything the template shows, as plain values."""
-    runs = add_labels(tables.runs)
+    runs = tables.runs if "variant" in tables.runs else add_labels(tables.runs)
     labels = runs.set_index("cell_id")[["group", "variant"]]
     curves = tables.curves.join(labels, on="cell_id")
     hm = sections.heatmap(runs)

@@ -99,8 +99,9 @@ def comparison(runs, tolerance, alpha=references.ALPHA):
         mean, std, n = mean_std(done["final_test_err"])
         base = {"group": group, "variant": variant, "n": n, "mean": mean, "std": std}
         refs = references.references_for(table, first["model"], first["dataset"], first["augment"])
+        # The data's identity comes first: it is the reason that no reference could lift.
         why = references.not_comparable(done)
-        if not len(refs):
+        if not why and not len(refs):
             why = "no published number for %s on %s (augmentation %s)" % (
                 first["model"],
                 first["dataset"],
