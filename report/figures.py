@@ -97,7 +97,7 @@ def heatmap(hm):
 
 def _heat_text(entry):
     if entry["mean"] is None:
-        return entry["others"] or "no cells"
+        return entry["others"] or "not in matrix"
     text = "%.2f" % entry["mean"]
     if entry["std"] is not None:
         text += " \u00b1 %.2f" % entry["std"]

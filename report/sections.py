@@ -311,8 +311,9 @@ def verdict_counts(comparison, envs):
     missing = int((envs["status"] != "completed").sum())
     if missing:
         stage["not run / unreadable"] = missing
+    order = ["reproduced", "differ", "inconclusive", "no verdict"]
     return {
-        "comparisons": compared,
+        "comparisons": {k: compared[k] for k in order if k in compared},
         "not_compared": len(comparison["not_compared"]),
         "stage": stage,
     }

@@ -274,3 +274,18 @@ def test_100_cells_x_300_epochs_render_in_under_30_s(tmp_path):
     assert len(curves) == 100 * 300
     print("report of 100 cells x 300 epochs: %.1f s" % elapsed)
     assert elapsed < 30, elapsed
+
+
+def test_predicted_cost_is_compared_when_present(smoke, tmp_path):
+    manifest = os.path.join(smoke["root"], "manifest.json")
+    ids = [c["id"] for c in json.load(open(manifest))["cells"]]
+    predicted = tmp_path / "predicted_cost.json"
+    predicted.write_text(json.dumps({"cells": {ids[0]: 60.0, ids[1]: {"predicted_s": 30.0}}}))
+    out = str(tmp_path / "r")
+    args = ["--manifest", manifest, "--out", out, "--predicted", str(predicted)]
+    assert report_main(args) == 0
+    html = open(os.path.join(out, "report.html")).read()
+    cost = html.split('<section id="cost">')[1].split("</section>")[0]
+    assert "prediction from predicted_cost.json (2 cells)" in cost
+    assert "predicted vs measured wall time" in cost  # the scatter figure's alt text
+    assert "no prediction" in smoke["html"]  # and without the file, the page says so
