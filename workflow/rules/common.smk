@@ -7,7 +7,6 @@ import re
 import sys
 
 import yaml
-from snakemake.exceptions import WorkflowError
 
 SCRIPTS = os.path.join(workflow.basedir, "workflow", "scripts")
 sys.path.insert(0, SCRIPTS)
@@ -52,7 +51,8 @@ def load_study():
 try:
     CFG, DATA_ACTIONS, CELLS, ENVS, DATASET_FALLBACK = load_study()
 except study.ConfigError as exc:
-    raise WorkflowError(str(exc)) from None
+    # One line naming the key and value, without a Snakemake traceback around it.
+    sys.exit(str(exc))
 
 if DATASET_FALLBACK:
     # Loud on purpose: the one fallback of the harness (DESIGN.md, "Data").
@@ -68,6 +68,16 @@ STUDY = CFG["study"]
 STUDY_DIR = "results/%s" % STUDY
 CELL_BY_ID = {c["id"]: c for c in CELLS}
 ENV_BY_ID = {e["id"]: e for e in ENVS}
+
+
+# On a cluster these stay on the submitting host: they are quick, and prepare_data may need
+# the network that compute nodes lack.
+localrules:
+    all,
+    prepare_data,
+    write_manifest,
+    render_report,
+    report,
 
 
 wildcard_constraints:

@@ -38,3 +38,12 @@ rule report:
             "{PYTHON} {RENDER_REPORT} --manifest {input.manifest}"
             " --out results/{STUDY}/report > {log} 2>&1"
         )
+
+
+# After failed jobs or an interrupt, render_report cannot run (it needs every cell), so leave a
+# report of whatever exists: failed, interrupted and missing cells are shown as such.
+onerror:
+    shell(
+        "{PYTHON} {RENDER_REPORT} --progress --manifest {STUDY_DIR}/manifest.json"
+        " --out {STUDY_DIR}/report || true"
+    )

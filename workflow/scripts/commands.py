@@ -9,6 +9,8 @@ import json
 import os
 import shlex
 
+import study
+
 
 def quote(args):
     return " ".join(shlex.quote(str(a)) for a in args)
@@ -48,6 +50,7 @@ def gradcheck_args(cfg, env_params):
     """`densenet gradcheck` options of one environment."""
     g = cfg["gradcheck"]
     args = ["--model", g["model"], "--batch-size", g["batch_size"], "--seed", g["seed"]]
+    args += ["--steps", g["steps"]]
     for key in ("cudnn", "tf32", "device", "canary"):
         args += ["--%s" % key, env_params[key]]
     return args
@@ -70,11 +73,16 @@ def progress_args(python, script, study_dir):
 
 
 def cli_args(configfiles, config):
-    """--configfile/--config as Snakemake was given them, for each cell's rerun command."""
+    """--configfile/--config as Snakemake was given them, for each cell's rerun command.
+
+    One flag each, with all their values: Snakemake keeps only the last of repeated flags."""
     args = []
-    for path in configfiles:
-        args += ["--configfile", os.path.relpath(str(path))]
-    for key, value in sorted(config.items()):
-        text = value if isinstance(value, str) else json.dumps(value, default=dict)
-        args += ["--config", "%s=%s" % (key, text)]
+    if configfiles:
+        args += ["--configfile"] + [os.path.relpath(str(p)) for p in configfiles]
+    if config:
+        args.append("--config")
+        for key, value in sorted(config.items()):
+            value = study.typed(json.loads(json.dumps(value, default=dict)))
+            text = value if isinstance(value, str) else json.dumps(value)
+            args.append("%s=%s" % (key, text))
     return args

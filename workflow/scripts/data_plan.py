@@ -72,24 +72,26 @@ def plan(data_cfg, datasets, network=network_reachable_once):
         if name == "synthetic":
             continue
         builder = data_cfg["builder"]
+        can_build = bool(builder) and name in BUILDABLE and os.path.isfile(builder)
+        can_build = can_build and not data_cfg["require_official"]
+        can_fall_back = data_cfg["fallback"] == "synthetic"
+        can_download = data_cfg["download"] == "auto"
         if present(name, data_cfg["dir"]):
             actions[name] = "identify"
-        elif data_cfg["download"] == "auto" and network():
+        elif can_download and not (can_build or can_fall_back):
+            # Nothing else to try: no need to probe (it costs seconds on every `snakemake -n`);
+            # prepare_data downloads, or fails with its one-line reason at run time.
             actions[name] = "download"
-        elif (
-            builder
-            and name in BUILDABLE
-            and not data_cfg["require_official"]
-            and (os.path.isfile(builder))
-        ):
+        elif can_download and network():
+            actions[name] = "download"
+        elif can_build:
             actions[name] = "build"
-        elif data_cfg["fallback"] == "synthetic":
+        elif can_fall_back:
             effective[name] = "synthetic"
             missing.append(name)
         else:
-            # Nothing to fall back to: let prepare_data try and fail with its one-line reason
-            # at run time, so `snakemake -n` still shows the study.
-            actions[name] = "download" if data_cfg["download"] == "auto" else "identify"
+            # download off, nothing to build: prepare_data says what is missing at run time.
+            actions[name] = "identify"
     fallback = None
     if missing:
         fallback = (

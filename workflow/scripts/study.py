@@ -292,10 +292,10 @@ def config_hash(cfg):
 
 
 def rerun_command(summary_path, cli_args):
-    """The one command that retrains one cell (cli_args: --configfile/--config as given)."""
-    return " ".join(
-        ["snakemake", "--cores", "all"] + [shlex.quote(a) for a in cli_args] + [summary_path, "-f"]
-    )
+    """The one command that retrains one cell. The targets come before cli_args: --config
+    takes every word after it."""
+    words = ["snakemake", "--cores", "all", summary_path, "-f"] + list(cli_args)
+    return " ".join(shlex.quote(w) for w in words)
 
 
 def manifest(cfg, cells, envs, fallback, cli_args):

@@ -1,0 +1,187 @@
+"""The pipeline end to end on the local runner and the CPU, in a copy of the checkout: the
+default study (tiny cells) trains and produces the report; one cell's rerun command reruns
+exactly that training job and the report; an interrupted study finishes on the next run
+without retraining finished cells."""
+
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+COPIED = ["Snakefile", "workflow", "config", "densenet", "report", "containers/images.lock.yaml"]
+# Tiny overrides of the default study, as --config (nested values: Snakemake's own parsing).
+TINY_TRAIN = 'train={"epochs": 1, "n_train": 200, "n_test": 100}'
+TINY_GRADCHECK = 'gradcheck={"batch_size": 2, "steps": 1}'
+
+
+def checkout(dest):
+    """Copy what the workflow needs (no results, no .snakemake) into dest."""
+    ignore = shutil.ignore_patterns("__pycache__", "build", ".report*")
+    for path in COPIED:
+        src, dst = os.path.join(REPO, path), os.path.join(dest, path)
+        if os.path.isdir(src):
+            shutil.copytree(src, dst, ignore=ignore)
+        else:
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            shutil.copy(src, dst)
+    return str(dest)
+
+
+def snakemake_argv(*args):
+    return [sys.executable, "-m", "snakemake"] + list(args)
+
+
+def snakemake(cwd, *args, timeout=900):
+    res = subprocess.run(snakemake_argv(*args), cwd=cwd, capture_output=True, text=True,
+                         timeout=timeout, env=dict(os.environ, DENSENET_GIT_SHA="test-sha"))
+    return res
+
+
+def job_counts(output):
+    if "Job stats:" not in output:
+        return {}
+    table = output.split("Job stats:")[1].split("total")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def mtimes(paths):
+    return {p: os.stat(p).st_mtime_ns for p in paths}
+
+
+@pytest.fixture(scope="module")
+def default_study(tmp_path_factory, cifar10_jpeg75):
+    """The default study with tiny cells, run once; returns (workdir, manifest)."""
+    work = checkout(tmp_path_factory.mktemp("pipeline") / "repo")
+    data = 'data={"dir": "%s"}' % cifar10_jpeg75
+    start = time.perf_counter()
+    res = snakemake(work, "--cores", "all", "--config", data, TINY_TRAIN, TINY_GRADCHECK)
+    print("default study (tiny cells): %.0f s" % (time.perf_counter() - start))
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return work, read_json(os.path.join(work, "results/default/manifest.json"))
+
+
+def test_default_study_end_to_end(default_study):
+    work, manifest = default_study
+    assert manifest["study"] == "default" and manifest["dataset_fallback"] is None
+    assert len(manifest["config_hash"]) == 64
+    canaries = sorted(c["params"]["canary"] for c in manifest["cells"])
+    assert canaries == ["noncontig-grad", "none"]
+    for cell in manifest["cells"]:
+        summary = read_json(os.path.join(work, cell["dir"], "summary.json"))
+        assert summary["status"] == "completed" and summary["epochs_done"] == 1
+        assert summary["dataset_identity"] == "cifar10-jpeg75"
+        env = read_json(os.path.join(work, cell["dir"], "env.json"))
+        assert env["environ"]["git_sha"] == "test-sha"
+        assert not os.path.exists(os.path.join(work, cell["dir"], "checkpoint.pt"))
+    verdicts = {}
+    for env in manifest["envs"]:
+        verdicts[env["params"]["canary"]] = read_json(
+            os.path.join(work, env["dir"], "gradcheck.json"))["verdict"]
+    # The injected bug is flagged, the clean model passes, and neither blocked training.
+    assert verdicts == {"none": "pass", "noncontig-grad": "fail"}
+    assert read_json(os.path.join(work, "results/default/data/cifar10.json"))["identity"] == \
+        "cifar10-jpeg75"
+    html = os.path.join(work, "results/default/report/report.html")
+    assert os.path.getsize(html) > 10000
+    with open(html) as f:
+        text = f.read()
+    assert all(cell["id"] in text for cell in manifest["cells"])
+
+
+def test_second_run_has_nothing_to_do(default_study):
+    work, manifest = default_study
+    res = snakemake(work, "-n", "--config", 'data={"dir": "%s"}' % manifest["config"]["data"]["dir"],
+                    TINY_TRAIN, TINY_GRADCHECK)
+    assert res.returncode == 0
+    assert "Nothing to be done" in res.stdout + res.stderr
+
+
+def test_rerun_one_cell_reruns_that_job_and_the_report(default_study):
+    work, manifest = default_study
+    cell, other = manifest["cells"]
+    summary = os.path.join(cell["dir"], "summary.json")
+    rerun = shlex.split(cell["rerun"])
+    assert rerun[:5] == ["snakemake", "--cores", "all", summary, "-f"]
+
+    # What the forced cell drags along: its training job and the report, nothing else.
+    dry = snakemake(work, "-n", "--forcerun", summary, *rerun[5:])
+    assert job_counts(dry.stdout) == {"train_cell": 1, "render_report": 1, "all": 1}, dry.stdout
+    assert "cell=%s" % cell["id"] in dry.stdout and "cell=%s" % other["id"] not in dry.stdout
+
+    untouched = [os.path.join(work, other["dir"], "summary.json")] + [
+        os.path.join(work, e["dir"], "gradcheck.json") for e in manifest["envs"]]
+    before = mtimes(untouched)
+    report = os.path.join(work, "results/default/report/report.html")
+    report_before = os.stat(report).st_mtime_ns
+    summary_before = os.stat(os.path.join(work, summary)).st_mtime_ns
+
+    res = snakemake(work, *rerun[1:])  # the manifest's command, as a user would paste it
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert job_counts(res.stdout + res.stderr) == {"train_cell": 1}
+    assert os.stat(os.path.join(work, summary)).st_mtime_ns > summary_before
+    assert mtimes(untouched) == before
+    # The re-render after the cell refreshed the report.
+    assert os.stat(report).st_mtime_ns > report_before
+
+
+def interrupt_study(tmp_path, signum):
+    """Start a 3-cell synthetic study, interrupt it once one cell has finished and the next
+    one is training, run it again; return what is needed to judge the two runs."""
+    work = checkout(tmp_path / "repo")
+    config = ['axes={"dataset": ["synthetic"], "canary": ["none"], "seed": [0, 1, 2]}',
+              'train={"epochs": 3, "n_train": 192, "n_test": 64}', TINY_GRADCHECK]
+    args = ["--cores", "all", "--config"] + config
+    cells = os.path.join(work, "results/default/cells")
+    proc = subprocess.Popen(snakemake_argv(*args), cwd=work, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.time() + 600
+    done = []
+    while time.time() < deadline and proc.poll() is None:
+        ids = os.listdir(cells) if os.path.isdir(cells) else []
+        done = [c for c in ids if os.path.exists(os.path.join(cells, c, "summary.json"))]
+        running = [c for c in ids if c not in done
+                   and os.path.exists(os.path.join(cells, c, "metrics.csv"))]
+        if done and running:
+            break
+        time.sleep(0.2)
+    assert done and proc.poll() is None, "the study ended before it could be interrupted"
+    # Ctrl-C reaches the whole foreground process group; SIGTERM only Snakemake itself.
+    if signum == signal.SIGINT:
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
+    first_log = proc.communicate(timeout=600)[0]
+    finished = [c for c in os.listdir(cells)
+                if os.path.exists(os.path.join(cells, c, "summary.json"))]
+    stamps = mtimes(os.path.join(cells, c, "summary.json") for c in finished)
+    second = snakemake(work, *args)
+    return proc.returncode, first_log, finished, stamps, second, cells
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_study_resumes_without_retraining(tmp_path, signum):
+    code, first_log, finished, stamps, second, cells = interrupt_study(tmp_path, signum)
+    assert code != 0 or len(finished) < 3, first_log[-2000:]
+    assert 1 <= len(finished) < 3
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    # Finished cells were not trained again: same summary files, and only the others ran.
+    assert mtimes(stamps) == stamps
+    assert job_counts(second.stdout + second.stderr).get("train_cell") == 3 - len(finished)
+    for cell in os.listdir(cells):
+        assert read_json(os.path.join(cells, cell, "summary.json"))["status"] == "completed"
