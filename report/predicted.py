@@ -1,39 +1,44 @@
-"""The optional cost prediction, results/<study>/predicted_cost.json (written before a study runs
-by the cost-prediction step, issue 6). The report only compares it with what was measured.
+"""The optional cost prediction, results/<study>/predicted_cost.json, written before a study
+runs by workflow/scripts/predict_cost.py. The report only sets it beside what was measured.
 
-Read shape: {"cells": {"<cell id>": SECONDS or {"predicted_s": SECONDS, ...}}}; a list of
-{"id"/"cell_id", "predicted_s"} under "cells" is accepted too, as are the keys "wall_s",
-"seconds" and "gpu_s" for the seconds. Anything unreadable is reported, not guessed at.
+Shape: {"<cell id>": {"predicted_s": SECONDS or null, "basis": "...", ...}}. Also read: the
+same mapping under a "cells" key, a list of {"id" or "cell_id", "predicted_s"}, and a bare
+number per cell. Anything unreadable is said on the page, not guessed at.
 """
 
 import json
 import os
 
-SECONDS_KEYS = ("predicted_s", "predicted_wall_s", "wall_s", "seconds", "gpu_s")
+SECONDS_KEYS = ("predicted_s", "predicted_wall_s", "wall_s", "seconds")
 
 
 def load(path):
-    """({cell id: predicted seconds}, note for the page)."""
+    """({cell id: {"seconds", "basis"}}, note for the page)."""
+    name = os.path.basename(path or "") or "predicted_cost.json"
     if not path or not os.path.isfile(path):
-        return {}, "no prediction (%s not found)" % (
-            os.path.basename(path or "") or "predicted_cost.json"
-        )
+        return {}, "no prediction (%s not found)" % name
     try:
         with open(path, "rb") as f:
             data = json.loads(f.read().decode("utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        return {}, "no prediction: %s is unreadable (%s)" % (os.path.basename(path), exc)
+        return {}, "no prediction: %s is unreadable (%s)" % (name, exc)
     cells = data.get("cells", data) if isinstance(data, dict) else data
     if isinstance(cells, list):
         cells = {str(c.get("id", c.get("cell_id"))): c for c in cells if isinstance(c, dict)}
-    out = {}
+    out, unpredicted = {}, 0
     for cell_id, value in cells.items() if isinstance(cells, dict) else []:
         seconds = _seconds(value)
-        if seconds is not None:
-            out[str(cell_id)] = seconds
+        if seconds is None:
+            unpredicted += 1
+            continue
+        basis = value.get("basis") if isinstance(value, dict) else None
+        out[str(cell_id)] = {"seconds": seconds, "basis": basis}
     if not out:
-        return {}, "no prediction: %s holds no per-cell seconds" % os.path.basename(path)
-    return out, "prediction from %s (%d cells)" % (os.path.basename(path), len(out))
+        return {}, "no prediction: %s holds no per-cell seconds" % name
+    note = "prediction from %s (%d cells" % (name, len(out))
+    if unpredicted:
+        note += "; %d without a prediction, e.g. no probe for their model" % unpredicted
+    return out, note + ")"
 
 
 def _seconds(value):

@@ -67,6 +67,15 @@ def build_context(study, tables, out_dir, tolerance, predicted_path=None):
         predicted_path = os.path.join(os.path.dirname(study.manifest_path), "predicted_cost.json")
     guesses, predicted_note = predicted.load(predicted_path)
     pvm = sections.predicted_vs_measured(runs, guesses)
+    ratios = sorted(p["ratio"] for p in pvm if p["ratio"] is not None)
+    ratio = None
+    if ratios:
+        ratio = {
+            "n": len(ratios),
+            "median": sections._median(ratios),
+            "min": ratios[0],
+            "max": ratios[-1],
+        }
     cost = sections.cost(runs)
     ident = sections.identities(runs)
     comparison = sections.comparison(runs, tolerance)
@@ -94,6 +103,7 @@ def build_context(study, tables, out_dir, tolerance, predicted_path=None):
         "cost": cost,
         "cost_png": figures.epoch_times(cost["rows"]),
         "predicted": pvm,
+        "predicted_ratio": ratio,
         "predicted_note": predicted_note,
         "predicted_png": figures.predicted_vs_measured(pvm),
         "cells": cell_rows(runs, out_dir),

@@ -231,12 +231,15 @@ def predicted_vs_measured(runs, predicted):
         guess = predicted.get(run["cell_id"])
         if guess is None:
             continue
+        # Only a completed cell's wall time is the whole run the prediction is about.
+        measured = run["wall_s"] if run["status"] == "completed" else None
         rows.append(
             {
                 "cell_id": run["cell_id"],
-                "predicted_s": guess,
-                "measured_s": run["wall_s"] if _isfinite(run["wall_s"]) else None,
-                "ratio": _div(run["wall_s"], guess),
+                "predicted_s": guess["seconds"],
+                "basis": guess["basis"],
+                "measured_s": measured if _isfinite(measured) else None,
+                "ratio": _div(measured, guess["seconds"]),
                 "status": run["status"],
             }
         )

@@ -201,10 +201,14 @@ def test_model_names_map_to_the_published_table():
 def test_predicted_cost_shapes(tmp_path):
     assert predicted.load(str(tmp_path / "none.json"))[0] == {}
     path = tmp_path / "predicted_cost.json"
-    path.write_text(json.dumps({"cells": {"a": 3600, "b": {"predicted_s": 7200}, "c": "x"}}))
-    assert predicted.load(str(path))[0] == {"a": 3600.0, "b": 7200.0}
+    # the shape workflow/scripts/predict_cost.py writes: one object per cell id
+    made = {"a": {"predicted_s": 7200, "basis": "probe x"}, "b": {"predicted_s": None}}
+    path.write_text(json.dumps(made))
+    cells, note = predicted.load(str(path))
+    assert cells == {"a": {"seconds": 7200.0, "basis": "probe x"}}
+    assert "1 cells; 1 without a prediction" in note
     path.write_text(json.dumps({"cells": [{"id": "a", "seconds": 10}]}))
-    assert predicted.load(str(path))[0] == {"a": 10.0}
+    assert predicted.load(str(path))[0] == {"a": {"seconds": 10.0, "basis": None}}
     path.write_text("{")
     assert "unreadable" in predicted.load(str(path))[1]
 

@@ -280,12 +280,26 @@ def test_predicted_cost_is_compared_when_present(smoke, tmp_path):
     manifest = os.path.join(smoke["root"], "manifest.json")
     ids = [c["id"] for c in json.load(open(manifest))["cells"]]
     predicted = tmp_path / "predicted_cost.json"
-    predicted.write_text(json.dumps({"cells": {ids[0]: 60.0, ids[1]: {"predicted_s": 30.0}}}))
+    runs = runs_csv(smoke).set_index("cell_id")
+    predicted.write_text(
+        json.dumps(
+            {
+                ids[0]: {"predicted_s": runs.loc[ids[0], "wall_s"] / 2},
+                ids[1]: {"predicted_s": 30.0, "basis": "fixture probe"},
+            }
+        )
+    )
     out = str(tmp_path / "r")
     args = ["--manifest", manifest, "--out", out, "--predicted", str(predicted)]
     assert report_main(args) == 0
     html = open(os.path.join(out, "report.html")).read()
     cost = html.split('<section id="cost">')[1].split("</section>")[0]
-    assert "prediction from predicted_cost.json (2 cells)" in cost
+    assert "prediction from predicted_cost.json (2 cells)" in cost and "fixture probe" in cost
+    ratios = {
+        c["attrs"]["data-cell"]: c["text"]
+        for c in Page(html).table("predicted-table")
+        if c["attrs"].get("data-col") == "ratio"
+    }
+    assert ratios[ids[0]] == "2.00"  # measured wall time over half of it
     assert "predicted vs measured wall time" in cost  # the scatter figure's alt text
     assert "no prediction" in smoke["html"]  # and without the file, the page says so
