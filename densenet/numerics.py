@@ -71,7 +71,11 @@ def read_flags(seed=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if hasattr(torch, "get_float32_matmul_precision"):
-            flags["float32_matmul_precision"] = torch.get_float32_matmul_precision()
+            # Also raises on torch >= 2.9 once the per-backend API (fp32_precision) was used.
+            try:
+                flags["float32_matmul_precision"] = torch.get_float32_matmul_precision()
+            except RuntimeError as exc:
+                flags["float32_matmul_precision"] = "error: %s" % str(exc).splitlines()[0]
     if hasattr(torch, "are_deterministic_algorithms_enabled"):
         flags["deterministic_algorithms"] = torch.are_deterministic_algorithms_enabled()
     flags["tf32_effective"] = tf32_effective(flags)
