@@ -92,11 +92,9 @@ def build_parser():
     add_numerics(p)
 
     p = sub.add_parser("bench", help="eager vs fast step, data pipeline, peak memory")
-    p.add_argument("--out", required=True)
-    p.add_argument("--model", default="densenet-bc100-k12", choices=MODEL_NAMES)
-    p.add_argument("--batch-size", type=positive_int, default=64)
-    p.add_argument("--steps", type=positive_int, default=20)
-    p.add_argument("--image-ref", default=None)
+    from .bench import add_arguments as add_bench_arguments
+
+    add_bench_arguments(p)
     add_numerics(p)
     return parser
 

@@ -46,9 +46,17 @@ class DenseLayer(nn.Module):
         self.norm2 = nn.BatchNorm2d(mid)
         self.conv2 = conv(mid, growth, 3)
 
-    def bottleneck(self, x):
+    def bottleneck(self, x, update_stats=True):
         """BN-ReLU-conv1x1 on the concatenated input (the memory-hungry part, see efficient)."""
-        out = self.conv1(F.relu(self.norm1(x)))
+        if update_stats:
+            h = self.norm1(x)
+        else:
+            # The recomputation in backward: the forward pass already updated the running
+            # statistics. The same op with momentum 0 gives the same output and leaves them
+            # as they are (r * 1 + b * 0 == r), and saves the same tensors, as checkpoint checks.
+            n = self.norm1
+            h = F.batch_norm(x, n.running_mean, n.running_var, n.weight, n.bias, True, 0.0, n.eps)
+        out = self.conv1(F.relu(h))
         return F.dropout(out, self.dropout, self.training) if self.dropout else out
 
     def forward(self, x):
@@ -57,7 +65,8 @@ class DenseLayer(nn.Module):
             if getattr(self, "efficient", False) and x.requires_grad:
                 # Recompute BN-ReLU-conv1x1 in backward instead of storing its activations
                 # (gpleiss/efficient_densenet_pytorch). Same arithmetic, less memory.
-                out = checkpoint(self.bottleneck, x)
+                out = checkpoint(_first_call_updates_stats(self.bottleneck), x,
+                                 preserve_rng_state=bool(self.dropout and self.training))
             else:
                 out = self.bottleneck(x)
         out = self.conv2(F.relu(self.norm2(out)))
@@ -155,14 +164,30 @@ def _conv_factory(bias, canary):
     return conv
 
 
-def checkpoint(fn, x):
-    """torch.utils.checkpoint without reentrant autograd where the installed torch allows it."""
+def _first_call_updates_stats(bottleneck):
+    """Wrap a bottleneck for checkpointing: the first call (forward) updates BN running
+    statistics, later calls (the recomputation in backward) do not."""
+    calls = []
+
+    def run(x):
+        calls.append(1)
+        return bottleneck(x, update_stats=len(calls) == 1)
+
+    return run
+
+
+def checkpoint(fn, x, preserve_rng_state=True):
+    """torch.utils.checkpoint without reentrant autograd where the installed torch allows it.
+
+    Callers pass preserve_rng_state=False when fn draws no random numbers: saving the CUDA RNG
+    state is then useless, and it is illegal inside a CUDA-graph capture.
+    """
     from torch.utils.checkpoint import checkpoint as ckpt
 
     try:
-        return ckpt(fn, x, use_reentrant=False)
+        return ckpt(fn, x, use_reentrant=False, preserve_rng_state=preserve_rng_state)
     except TypeError:  # torch < 1.11 has no use_reentrant argument
-        return ckpt(fn, x)
+        return ckpt(fn, x, preserve_rng_state=preserve_rng_state)
 
 
 def init_weights(model):

@@ -5,6 +5,9 @@ the running loss sum and error count accumulated on the device. The eager step a
 the running loss back every step, as ordinary training scripts do for logging; the fast
 step never syncs inside an epoch and, on CUDA with SGD, replays one captured graph per step.
 """
+
+import sys
+
 import torch
 import torch.nn.functional as F
 
@@ -66,68 +69,133 @@ class EagerStep(object):
 class GraphStep(object):
     """Replays a CUDA graph of the whole step (forward, backward, optimizer, accumulation).
 
-    Shapes are fixed per graph, so the full batch and the epoch's last partial batch each get
-    one. The first ``warmup`` steps run eagerly on a side stream (they are real training steps:
-    they create the momentum buffers and cuDNN workspaces that capture needs). A learning-rate
-    change recaptures the graphs once (the optimizer bakes lr into its kernel arguments):
-    twice per paper run, never per step.
+    Follows the whole-network recipe of the PyTorch CUDA-graphs notes, with these choices:
+
+    - Shapes are fixed per graph, so each batch size (the full batch and the epoch's last
+      partial batch) gets its own graph, all in one shared memory pool (safe: they are replayed
+      one at a time and none reads another's outputs; persistent state lives outside the pool).
+    - Each batch size first runs ``warmup`` eager steps on a side stream. They are real training
+      steps; they create the momentum buffers, and cuDNN autotuning (benchmark=True) and lazy
+      initialisation happen there, never inside a capture, where they would be illegal. The
+      partial batch occurs once per epoch, so it is captured in epoch ``warmup + 1``.
+    - SGD bakes lr into its kernel arguments (a Python float), so a learning-rate change
+      recaptures once (twice per paper run, never per step). The old graphs stay alive until
+      the first new capture has joined their pool: a pool whose graphs are all gone may not be
+      passed to a new capture (the allocator asserts that its use count is above zero).
+    - Dropout inside the graph is fine: replays advance the default CUDA generator's offset.
+    - BN running statistics are updated in place on persistent buffers, inside the graph.
+    - If a capture fails, the step falls back loudly to the eager no-sync step for the rest of
+      the run (``mode`` and ``fallback_reason`` say so) and trains the batch at hand eagerly:
+      a failed capture has executed nothing.
     """
 
     mode = "cuda-graph"
 
-    def __init__(self, model, optimizer, acc, warmup=3):
+    def __init__(self, model, optimizer, acc, warmup=3, log=None):
         self.model, self.optimizer, self.acc = model, optimizer, acc
         self.warmup = warmup
-        self.steps = 0
+        self.log = log or _stderr
+        self.seen = {}  # batch size -> eager warmup steps done
         self.graphs = {}  # batch size -> (graph, static x, static y)
+        self.retired = []  # graphs of the previous lr: keep the shared pool alive until recapture
         self.pool = None
+        self.side = None
+        self.fallback = None  # the eager step used after a failed capture
+        self.fallback_reason = None
 
     def __call__(self, x, y):
+        if self.fallback is not None:
+            self.fallback(x, y)
+            return
         n = y.shape[0]
-        if self.steps < self.warmup:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                train_step(self.model, self.optimizer, x, y, self.acc)
-            torch.cuda.current_stream().wait_stream(side)
+        if self.seen.get(n, 0) < self.warmup:
+            self._warmup_step(x, y)
+            self.seen[n] = self.seen.get(n, 0) + 1
         else:
             if n not in self.graphs:
-                self.graphs[n] = self._capture(x, y)
+                try:
+                    self.graphs[n] = self._capture(x, y)
+                except Exception as exc:  # any capture failure: same algorithm, eagerly
+                    self._fall_back(exc)
+                    self.fallback(x, y)
+                    return
+                self.retired = []  # the pool now has a live user again
             graph, sx, sy = self.graphs[n]
             sx.copy_(x)
             sy.copy_(y)
             graph.replay()
-        self.steps += 1
         self.acc.count += n
 
+    def _warmup_step(self, x, y):
+        if self.side is None:
+            self.side = torch.cuda.Stream()
+        self.side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.side):
+            train_step(self.model, self.optimizer, x, y, self.acc)
+        torch.cuda.current_stream().wait_stream(self.side)
+
     def _capture(self, x, y):
+        """Capture one step for this batch shape; nothing runs now (the caller replays)."""
         sx, sy = x.clone(), y.clone()
         graph = torch.cuda.CUDAGraph()
+        # Grads are allocated inside the capture, from the graph's pool, as the recipe asks.
         self.optimizer.zero_grad(set_to_none=True)
         torch.cuda.synchronize()
         with torch.cuda.graph(graph, pool=self.pool):
-            # Captured only (nothing runs now); the replay right after performs this step.
             train_step(self.model, self.optimizer, sx, sy, self.acc)
         if self.pool is None:
             self.pool = graph.pool()
         return graph, sx, sy
 
+    def _fall_back(self, exc):
+        self.graphs, self.retired, self.pool = {}, [], None
+        self.optimizer.zero_grad(set_to_none=True)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.fallback = EagerStep(self.model, self.optimizer, self.acc, sync=False)
+        self.mode = self.fallback.mode
+        self.fallback_reason = "CUDA-graph capture failed (%s: %s)" % (
+            type(exc).__name__,
+            (str(exc).strip().splitlines() or [""])[0],
+        )
+        self.log(
+            "fast path: %s; using %s for the rest of the run" % (self.fallback_reason, self.mode)
+        )
+
     def set_lr(self, lr):
         changed = any(group["lr"] != lr for group in self.optimizer.param_groups)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        if changed:
+        if changed and self.graphs:
+            self.retired.extend(self.graphs.values())
             self.graphs = {}
 
 
-def make_step(model, optimizer, acc, device, fast, optimizer_name):
+def _stderr(text):
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def graph_support(device, optimizer_name):
+    """None if the CUDA-graph step can run here, else why not (one line)."""
+    if device.type != "cuda":
+        return "CUDA graphs need a CUDA device"
+    if optimizer_name != "sgd":
+        # Adam/RMSprop would need capturable=True, whose on-device step counter rounds the
+        # bias corrections differently from the eager reference: not the same arithmetic.
+        return "the CUDA-graph step is implemented for sgd only"
+    if not (hasattr(torch.cuda, "CUDAGraph") and hasattr(torch.cuda, "graph")):
+        return "this torch has no torch.cuda.graph (added in 1.10)"
+    return None
+
+
+def make_step(model, optimizer, acc, device, fast, optimizer_name, log=None):
     """The step object for this run; returns (step, why) where why explains a fallback."""
     if not fast:
         return EagerStep(model, optimizer, acc, sync=True), None
-    if device.type == "cuda" and optimizer_name == "sgd" and hasattr(torch.cuda, "CUDAGraph"):
-        return GraphStep(model, optimizer, acc), None
-    why = ("CUDA graphs need a CUDA device" if device.type != "cuda"
-           else "CUDA-graph step implemented for sgd only")
+    why = graph_support(device, optimizer_name)
+    if why is None:
+        return GraphStep(model, optimizer, acc, log=log), None
     return EagerStep(model, optimizer, acc, sync=False), why
 
 
@@ -138,8 +206,8 @@ def evaluate(model, x_uint8, y, normalize, batch_size):
     errors = torch.zeros((), dtype=torch.int64, device=y.device)
     with torch.no_grad():
         for i in range(0, y.shape[0], batch_size):
-            logits = model(normalize(x_uint8[i:i + batch_size]))
-            target = y[i:i + batch_size]
+            logits = model(normalize(x_uint8[i : i + batch_size]))
+            target = y[i : i + batch_size]
             loss_sum += F.cross_entropy(logits, target, reduction="sum").double()
             errors += (logits.argmax(1) != target).sum()
     model.train()

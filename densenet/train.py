@@ -157,6 +157,15 @@ def summary(status, cfg, rows, wall_s, device, reason=None, extra=None):
     return out
 
 
+def step_record(step, why, extra):
+    """summary.json fields of the step: the mode in effect at the end (a failed CUDA-graph
+    capture switches to eager-nosync mid-run) and why the fast path was not used, if so."""
+    out = dict(extra)
+    out["step_mode"] = step.mode
+    out["step_fallback"] = getattr(step, "fallback_reason", None) or why
+    return out
+
+
 def fmt_eta(seconds):
     seconds = int(seconds)
     return "%d:%02d:%02d" % (seconds // 3600, seconds // 60 % 60, seconds % 60)
@@ -207,11 +216,12 @@ def run(cfg, log=print):
     x_test, y_test = ds.x_test.to(device), ds.y_test.to(device)
     normalize = Normalizer(ds.mean, ds.std, device)
     acc = Accumulator(device)
-    step, why = make_step(model, optimizer, acc, device, cfg["fast"] == "on", cfg["optimizer"])
+    step, why = make_step(model, optimizer, acc, device, cfg["fast"] == "on", cfg["optimizer"],
+                          log=note)
     if why:
         note("fast path: %s; using %s" % (why, step.mode))
     n, bs = y_train.shape[0], cfg["batch_size"]
-    extra = {"step_mode": step.mode, "dataset_identity": ds.identity}
+    extra = {"dataset_identity": ds.identity}
     session_t0 = time.perf_counter()
 
     for epoch in range(start + 1, cfg["epochs"] + 1):
@@ -242,7 +252,7 @@ def run(cfg, log=print):
         if not all(math.isfinite(v) for v in (train_loss, test_loss)):
             cell.write_metrics(rows)
             atomic.write_json(cell.summary, summary(
-                "diverged", cfg, rows, wall_s, device, extra=extra,
+                "diverged", cfg, rows, wall_s, device, extra=step_record(step, why, extra),
                 reason="non-finite loss in epoch %d (train %s, test %s)" % (epoch, train_loss,
                                                                              test_loss)))
             note("diverged: non-finite loss in epoch %d" % epoch)
@@ -258,7 +268,8 @@ def run(cfg, log=print):
             "%.0f img/s | ETA %s" % (epoch, cfg["epochs"], lr, train_loss, train_err, test_loss,
                                      test_err, n / epoch_s, fmt_eta(eta)), flush=True)
 
-    atomic.write_json(cell.summary, summary("completed", cfg, rows, wall_s, device, extra=extra))
+    atomic.write_json(cell.summary, summary("completed", cfg, rows, wall_s, device,
+                                            extra=step_record(step, why, extra)))
     if cfg["keep_checkpoint"] != "on" and os.path.exists(cell.checkpoint):
         os.remove(cell.checkpoint)
     return EXIT_OK

@@ -1,0 +1,391 @@
+"""`python -m densenet bench`: both sides of every speed ratio, measured in one run.
+
+Sections follow the order of execution: numerics flags, data (a uint8 set held on the device),
+step runners (eager reference, fast step, fast step in efficient mode; same initial weights,
+same batches in the same order), memory per runner while it warms up, interleaved timing
+rounds, the fast-vs-eager agreement check, one profiled step, the data pipeline against the
+torchvision baseline, then JSON (atomic) and a table. `--probe` instead writes a short timing
+probe per model for cost prediction (densenet/probe.py).
+
+Timing rules (airbench style): device events on CUDA, perf_counter on CPU; the runners take
+turns in rounds so that load from other processes hits every side alike; each figure is the
+median step after warmup; nothing is evaluated inside the timed region.
+"""
+
+import math
+import os
+
+import torch
+
+from . import atomic, data, envinfo, numerics
+from .augment import Normalizer, augment
+from .databench import available_cores, bench_data
+from .models import build_model
+from .steps import Accumulator, make_step
+from .timing import PeakMemory, summarize, time_calls
+from .train import OPTIMIZERS, make_optimizer, resolve_device
+
+# name -> (fast step, efficient mode). "eager" is the reference loop with its per-step sync.
+RUNNERS = (("eager", False, False), ("fast", True, False), ("efficient", True, True))
+
+
+def add_arguments(p):
+    """The bench options (numerics flags are added by the CLI)."""
+    from .cli import positive_int
+    from .models import MODEL_NAMES
+
+    p.add_argument("--out", required=True, help="JSON file to write")
+    p.add_argument("--model", default="densenet-bc100-k12", choices=MODEL_NAMES)
+    p.add_argument(
+        "--models", default=None, help="--probe: comma-separated model names (default: --model)"
+    )
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument(
+        "--steps", type=positive_int, default=20, help="timed steps per runner (after warmup)"
+    )
+    p.add_argument(
+        "--rounds",
+        type=positive_int,
+        default=4,
+        help="the timed steps are split into this many interleaved rounds",
+    )
+    p.add_argument(
+        "--warmup",
+        type=positive_int,
+        default=None,
+        help="untimed steps per runner (default: 2 on CPU, 6 on CUDA, where the "
+        "CUDA-graph step needs 3 eager steps and a capture first)",
+    )
+    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="sgd")
+    p.add_argument(
+        "--optimizers",
+        default=None,
+        help="--probe: comma-separated optimizers (default: --optimizer)",
+    )
+    p.add_argument(
+        "--dataset",
+        choices=data.DATASETS,
+        default="synthetic",
+        help="images for the data pipeline and the step batches",
+    )
+    p.add_argument("--data-dir", default=None)
+    p.add_argument(
+        "--data-images", type=positive_int, default=10000, help="images per data-pipeline round"
+    )
+    p.add_argument("--data-rounds", type=positive_int, default=3)
+    p.add_argument(
+        "--num-workers",
+        type=int,
+        default=None,
+        help="baseline DataLoader workers (default: the cores available)",
+    )
+    p.add_argument("--augment-order", choices=("official", "bamos"), default="official")
+    p.add_argument(
+        "--profile",
+        choices=("on", "off"),
+        default="on",
+        help="profile one eager step and record the top kernels/ops",
+    )
+    p.add_argument(
+        "--probe",
+        action="store_true",
+        help="write a cost probe (per-model step, eval, checkpoint times) instead",
+    )
+    p.add_argument(
+        "--fast",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="--probe: the step the cells will use (auto: on for CUDA)",
+    )
+    p.add_argument(
+        "--eval-batch-size",
+        type=positive_int,
+        default=None,
+        help="--probe: eval batch (default 500 on CUDA, 100 on CPU)",
+    )
+    p.add_argument("--env-id", default=None, help="--probe: the manifest env id, recorded")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: torch's choice); on a shared, "
+        "oversubscribed CPU one thread can beat several by far",
+    )
+    p.add_argument("--image-ref", default=None)
+
+
+def load_images(args, n):
+    """(uint8 images, labels, mean, std, identity) for the data and step benchmarks."""
+    if args.dataset == "synthetic":
+        ds = data.make_synthetic(n, 10)
+    else:
+        ds = data.load(args.dataset, args.data_dir)
+    return ds.x_train[:n], ds.y_train[:n], ds.mean, ds.std, ds.identity
+
+
+def make_batches(x, y, mean, std, device, batch_size, count, seed):
+    """``count`` augmented batches on the device; every runner cycles through the same ones."""
+    normalize = Normalizer(mean, std, device)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    x, y = x.to(device), y.to(device)
+    out = []
+    for i in range(count):
+        idx = torch.arange(i * batch_size, (i + 1) * batch_size, device=device) % x.shape[0]
+        out.append((augment(x[idx], normalize, gen), y[idx]))
+    return out
+
+
+class Runner(object):
+    """One model + optimizer + step, fed the shared batches in order."""
+
+    def __init__(self, name, model_name, fast, efficient, device, args, log, optimizer=None):
+        optimizer = optimizer or args.optimizer
+        torch.manual_seed(args.seed)  # same initial weights for every runner
+        self.name = name
+        self.model = build_model(
+            model_name, efficient=efficient, canary=args.canary == "noncontig-grad"
+        ).to(device)
+        self.optimizer = make_optimizer(optimizer, self.model.parameters(), OPTIMIZERS[optimizer])
+        self.acc = Accumulator(device)
+        self.step, self.why = make_step(
+            self.model, self.optimizer, self.acc, device, fast, optimizer, log=log
+        )
+        self.done = 0
+
+    def __call__(self, batches):
+        x, y = batches[self.done % len(batches)]
+        self.step(x, y)
+        self.done += 1
+
+    def record(self):
+        return {
+            "mode": self.step.mode,
+            "why_not_graph": self.why,
+            "fallback": getattr(self.step, "fallback_reason", None),
+        }
+
+
+def agreement(a, b):
+    """How far two runners that took the same steps on the same batches ended up apart."""
+    pa, pb = a.model.state_dict(), b.model.state_dict()
+    diff = max(float((pa[k].double() - pb[k].double()).abs().max()) for k in pa)
+    return {
+        "steps": [a.done, b.done],
+        "max_abs_state_diff": diff,
+        "loss_sum": [float(a.acc.loss_sum), float(b.acc.loss_sum)],
+        "bitwise_equal": all(torch.equal(pa[k], pb[k]) for k in pa),
+    }
+
+
+def profile_step(runner, batches, device, top=12):
+    """Top kernels (CUDA) or ops (CPU) of one eager step by self time. cuDNN's algorithm choice
+    has no torch API; the kernel names (implicit_gemm, winograd, fft, tf32...) show it."""
+    prof_mod = getattr(torch, "profiler", None)
+    if prof_mod is None or not hasattr(prof_mod, "profile"):
+        return {"reason": "torch.profiler is not available in this torch"}
+    acts = [prof_mod.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        acts.append(prof_mod.ProfilerActivity.CUDA)
+    with prof_mod.profile(activities=acts) as prof:
+        runner(batches)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    rows = []
+    for e in prof.key_averages():
+        if device.type == "cuda":
+            t = getattr(e, "self_device_time_total", None)
+            if t is None:
+                t = getattr(e, "self_cuda_time_total", 0)
+        else:
+            t = e.self_cpu_time_total
+        rows.append({"name": e.key, "count": e.count, "self_ms": t / 1000.0})
+    rows = [r for r in sorted(rows, key=lambda r: -r["self_ms"]) if r["self_ms"] > 0][:top]
+    return {
+        "what": "one eager step of the %s runner, by self %s time"
+        % (runner.name, "device" if device.type == "cuda" else "CPU"),
+        "top": rows,
+    }
+
+
+def bench_steps(args, device, batches, log):
+    """Memory per runner (while it is built and warmed up), then interleaved timing rounds."""
+    warmup = args.warmup or (6 if device.type == "cuda" else 2)
+    # A throwaway step pays first-use costs (cuDNN autotuning, kernel caches) outside every
+    # runner's memory measurement.
+    Runner("primer", args.model, False, False, device, args, log)(batches)
+    runners, memory = [], {}
+    probe = PeakMemory(device)
+    for name, fast, efficient in RUNNERS:
+        probe.start()
+        r = Runner(name, args.model, fast, efficient, device, args, log)
+        for _ in range(warmup):
+            r(batches)
+        memory[name] = probe.stop()
+        runners.append(r)
+    per_round = int(math.ceil(args.steps / float(args.rounds)))
+    times = {r.name: [] for r in runners}
+    walls = {r.name: 0.0 for r in runners}
+    for k in range(args.rounds):
+        for r in runners[k % len(runners) :] + runners[: k % len(runners)]:
+            ms, wall = time_calls(lambda i, r=r: r(batches), per_round, device)
+            times[r.name] += ms
+            walls[r.name] += wall
+    by = {r.name: r for r in runners}
+    out = {
+        "step_ms": {name: summarize(v)["median"] for name, v in times.items()},
+        "step_stats": {name: summarize(v) for name, v in times.items()},
+        "wall_ms_per_step": {name: walls[name] / len(times[name]) for name in times},
+        "modes": {r.name: r.record() for r in runners},
+        "memory_mb": memory,
+        "memory_method": probe.method if probe.reason is None else probe.reason,
+        "agreement": {
+            "fast_vs_eager": agreement(by["eager"], by["fast"]),
+            "efficient_vs_fast": agreement(by["fast"], by["efficient"]),
+        },
+        "warmup": warmup,
+        "steps_per_round": per_round,
+    }
+    out["profile"] = (
+        profile_step(by["eager"], batches, device)
+        if args.profile == "on"
+        else {"reason": "--profile off"}
+    )
+    return out
+
+
+def setup(args):
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    flags = numerics.configure(args.cudnn, args.tf32, args.deterministic, args.seed)
+    flags["applicability"] = numerics.applicability(device)
+    return device, flags
+
+
+def run_bench(args, log):
+    device, flags = setup(args)
+    x, y, mean, std, identity = load_images(args, args.data_images)
+    batches = make_batches(x, y, mean, std, device, args.batch_size, 4, args.seed)
+    steps = bench_steps(args, device, batches, log)
+    pipe = bench_data(
+        x,
+        y,
+        mean,
+        std,
+        device,
+        args.batch_size,
+        args.data_rounds,
+        order=args.augment_order,
+        seed=args.seed,
+        workers=args.num_workers,
+    )
+    config = {k: v for k, v in vars(args).items() if k not in ("command",)}
+    config.update(device=device.type, dataset_identity=identity, cores=available_cores())
+    return {
+        "step_ms": {"eager": steps["step_ms"]["eager"], "fast": steps["step_ms"]["fast"]},
+        "data_img_s": {"ours": pipe["ours"]["img_s"], "torchvision": pipe["torchvision"]["img_s"]},
+        "peak_mem_mb": steps["memory_mb"]["fast"],
+        "efficient": {
+            "step_ms": {
+                "normal": steps["step_ms"]["fast"],
+                "efficient": steps["step_ms"]["efficient"],
+            },
+            "peak_mem_mb": {
+                "normal": steps["memory_mb"]["fast"],
+                "efficient": steps["memory_mb"]["efficient"],
+            },
+        },
+        "steps": steps,
+        "data": pipe,
+        "flags": flags,
+        "environ": envinfo.environ(args.image_ref),
+        "config": config,
+    }
+
+
+def ratio(a, b):
+    return a / b if a and b else None
+
+
+def table(res):
+    """The readable summary printed after a run."""
+    s, d, e = res["steps"], res["data"], res["efficient"]
+    gpu = (res["environ"].get("gpu") or {}).get("name")
+    lines = [
+        "bench: %s, batch %d, %s, torch %s%s"
+        % (
+            res["config"]["model"],
+            res["config"]["batch_size"],
+            res["config"]["device"],
+            res["environ"]["torch"],
+            (", " + gpu) if gpu else "",
+        )
+    ]
+    fmt = "%-34s %14s %14s %8s"
+    lines.append(fmt % ("", "a", "b", "a/b"))
+
+    def row(label, a, b, unit):
+        r = ratio(a, b)
+        lines.append(
+            fmt
+            % (
+                label,
+                "-" if a is None else "%.4g %s" % (a, unit),
+                "-" if b is None else "%.4g %s" % (b, unit),
+                "-" if r is None else "%.2fx" % r,
+            )
+        )
+
+    row(
+        "step: eager / fast (%s)" % s["modes"]["fast"]["mode"],
+        res["step_ms"]["eager"],
+        res["step_ms"]["fast"],
+        "ms",
+    )
+    row("step: efficient / normal", e["step_ms"]["efficient"], e["step_ms"]["normal"], "ms")
+    row(
+        "peak memory: normal / efficient",
+        e["peak_mem_mb"]["normal"],
+        e["peak_mem_mb"]["efficient"],
+        "MB",
+    )
+    row("data: ours / torchvision", d["ours"]["img_s"], d["torchvision"]["img_s"], "img/s")
+    if d["torchvision"]["reason"]:
+        lines.append("  torchvision baseline: %s" % d["torchvision"]["reason"])
+    ag = s["agreement"]["fast_vs_eager"]
+    lines.append(
+        "fast vs eager after %d steps: bitwise equal %s, max |diff| %.3g"
+        % (ag["steps"][0], ag["bitwise_equal"], ag["max_abs_state_diff"])
+    )
+    for name, rec in s["modes"].items():
+        if rec["fallback"] or rec["why_not_graph"]:
+            lines.append(
+                "  %s runner: %s (%s)"
+                % (name, rec["mode"], rec["fallback"] or rec["why_not_graph"])
+            )
+    return "\n".join(lines)
+
+
+def out_path(args):
+    """--out FILE, or --out DIR (as the workflow's runner passes a job directory): DIR/probe.json
+    with --probe, else DIR/bench.json."""
+    if os.path.isdir(args.out):
+        return os.path.join(args.out, "probe.json" if args.probe else "bench.json")
+    return args.out
+
+
+def main(args):
+    from .train import note
+
+    if args.probe:
+        from .probe import run_probe
+
+        res = run_probe(args, note)
+        text = res["table"]
+    else:
+        res = run_bench(args, note)
+        text = table(res)
+    atomic.write_json(out_path(args), res)
+    print(text)
+    return 0

@@ -1,0 +1,322 @@
+"""The GPU measurements of BENCHMARKS.md in one go, for a session lent an H100/H200.
+
+Runs, in this order, with the machine's own python3/torch (no Docker there):
+  1. build CIFAR-10 (cifar10-jpeg75) from the carried JPEG bundle (~20 s; needs numpy, Pillow)
+  2. bench densenet-bc100-k12, batch 64: fp32 (TF32 off), cuDNN on -- eager vs CUDA graph,
+     efficient mode time and memory, data pipeline vs a torchvision DataLoader (all cores)
+  3. the same with TF32 on, then with cuDNN off (data pipeline shrunk: it does not change)
+  4. train 4 epochs of 5,000 images with --fast off and on (the lr drops at epochs 3 and 4, the
+     partial last batch is captured in epoch 4): per-epoch losses must agree to fp32 noise
+  5. train 1 epoch with dropout (--augment off) and --efficient on: graph or loud fallback
+  6. a cost probe, and its predicted epoch time against step 4's measured one
+and prints one table last. Every JSON and the table go to $OUT (the device tool returns them).
+
+On the session's machine, before the device call (the ../shared folder does not travel):
+    mkdir -p .device && cp -r ../shared/data/cifar10-jpeg75 .device/
+then device run with carry [".device"], timeout_s 560, command:
+    python3 scripts/gpu_bench.py .device/cifar10-jpeg75
+It takes about 4-6 minutes on an H200 (estimate from the issue's anchor step times).
+"""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.environ.get("OUT") or "/tmp/gpu_bench_out"
+WORK = "/tmp/gpu_bench_work"
+PY = sys.executable
+# GPU_BENCH_DRY=1: the same script on a CPU with tiny sizes, to check it before a lease.
+DRY = os.environ.get("GPU_BENCH_DRY") == "1"
+DEVICE = "cpu" if DRY else "cuda"
+NAME = "densenet-bc40-k12" if DRY else "densenet-bc100-k12"
+N_TRAIN = 200 if DRY else 5000
+MODEL = ["--model", NAME, "--batch-size", "64", "--device", DEVICE]
+TRAIN = [
+    "--model",
+    NAME,
+    "--dataset",
+    "cifar10",
+    "--n-train",
+    str(N_TRAIN),
+    "--n-test",
+    "100" if DRY else "1000",
+    "--device",
+    DEVICE,
+    "--keep-checkpoint",
+    "off",
+]
+LOG = []
+
+
+def run(args, timeout):
+    """Run `python -m densenet ARGS` (or a script); keep going on failure, log the tail."""
+    t0 = time.time()
+    cmd = [PY] + args
+    try:
+        res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+        rc, text = res.returncode, res.stdout + res.stderr
+    except subprocess.TimeoutExpired as exc:
+        rc, text = "timeout", "%s" % exc
+    LOG.append("$ %s\n[rc %s, %.0f s]\n%s" % (" ".join(cmd), rc, time.time() - t0, text[-3000:]))
+    print(
+        "[%s] rc %s in %.0f s: %s"
+        % (time.strftime("%H:%M:%S"), rc, time.time() - t0, " ".join(args[:6])),
+        flush=True,
+    )
+    return rc
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def epochs(cell):
+    try:
+        with open(os.path.join(cell, "metrics.csv")) as f:
+            return list(csv.DictReader(f))
+    except OSError:
+        return []
+
+
+def main():
+    bundle = sys.argv[1] if len(sys.argv) > 1 else ".device/cifar10-jpeg75"
+    os.makedirs(OUT, exist_ok=True)
+    data = os.path.join(WORK, "data")
+    run([os.path.join(bundle, "build.py"), data], 180)
+    src = ["--dataset", "cifar10", "--data-dir", data]
+    full = ["--data-images", "20000", "--data-rounds", "3"]
+    small = ["--data-images", "2048", "--data-rounds", "1"]
+    runs = {
+        "fp32": ["--tf32", "off", "--steps", "60"] + full,
+        "tf32": ["--tf32", "on", "--steps", "60"] + small,
+        "cudnn_off": ["--cudnn", "off", "--steps", "12", "--rounds", "3"] + small,
+    }
+    if DRY:
+        tiny = [
+            "--steps",
+            "2",
+            "--rounds",
+            "1",
+            "--warmup",
+            "1",
+            "--data-images",
+            "256",
+            "--data-rounds",
+            "1",
+            "--threads",
+            "1",
+        ]
+        runs = {k: v + tiny for k, v in runs.items()}
+    for name, extra in runs.items():
+        run(
+            ["-m", "densenet", "bench", "--out", "%s/bench_%s.json" % (OUT, name)]
+            + MODEL
+            + src
+            + extra,
+            240,
+        )
+    for fast in ("off", "on"):
+        run(
+            [
+                "-m",
+                "densenet",
+                "train",
+                "--out",
+                "%s/train_%s" % (WORK, fast),
+                "--epochs",
+                "4",
+                "--fast",
+                fast,
+                "--data-dir",
+                data,
+            ]
+            + TRAIN,
+            240,
+        )
+    run(
+        [
+            "-m",
+            "densenet",
+            "train",
+            "--out",
+            "%s/train_dropout" % WORK,
+            "--epochs",
+            "1",
+            "--fast",
+            "on",
+            "--augment",
+            "off",
+            "--efficient",
+            "on",
+            "--data-dir",
+            data,
+        ]
+        + TRAIN,
+        120,
+    )
+    run(
+        [
+            "-m",
+            "densenet",
+            "bench",
+            "--probe",
+            "--out",
+            "%s/probe.json" % OUT,
+            "--models",
+            "densenet-bc40-k12," + NAME,
+        ]
+        + MODEL[2:]
+        + src
+        + (["--steps", "1"] if DRY else []),
+        240,
+    )
+    check = train_check()
+    with open(os.path.join(OUT, "train_check.json"), "w") as f:
+        json.dump(check, f, indent=1)
+    text = table(check)
+    with open(os.path.join(OUT, "table.txt"), "w") as f:
+        f.write(text + "\n")
+    with open(os.path.join(OUT, "log.txt"), "w") as f:
+        f.write("\n\n".join(LOG))
+    print(text)
+
+
+def train_check():
+    """Fast-vs-eager training agreement, the dropout run's step mode, probe vs measured."""
+    off, on = epochs(WORK + "/train_off"), epochs(WORK + "/train_on")
+    out = {
+        "epochs": [
+            [r.get("train_loss"), s.get("train_loss"), r.get("epoch_s"), s.get("epoch_s")]
+            for r, s in zip(off, on)
+        ]
+    }
+    diffs = [abs(float(r["train_loss"]) - float(s["train_loss"])) for r, s in zip(off, on)]
+    out["max_abs_train_loss_diff"] = max(diffs) if diffs else None
+    for name in ("train_off", "train_on", "train_dropout"):
+        summ = load(os.path.join(WORK, name, "summary.json")) or {}
+        out[name] = {
+            k: summ.get(k)
+            for k in (
+                "status",
+                "step_mode",
+                "step_fallback",
+                "final_test_err",
+                "peak_mem_mb",
+                "reason",
+            )
+        }
+    probe = load(os.path.join(OUT, "probe.json"))
+    if probe and on:
+        m = probe["models"][NAME]
+        # One training epoch of step 4 (N_TRAIN images, batch 64): steps + augmentation.
+        steps = -(-N_TRAIN // 64)
+        predicted = (steps * m["step_ms"]["sgd"] + N_TRAIN * probe["augment_ms_per_img"]) / 1e3
+        measured = sorted(float(r["epoch_s"]) for r in on[1:])  # epoch 1 holds warmup/capture
+        out["probe"] = {
+            "predicted_epoch_s": predicted,
+            "measured_epoch_s_median": measured[len(measured) // 2],
+        }
+    return out
+
+
+def fmt(x, unit=""):
+    return "-" if x is None else ("%.4g%s" % (x, unit))
+
+
+def table(check):
+    lines = []
+    b = {n: load("%s/bench_%s.json" % (OUT, n)) for n in ("fp32", "tf32", "cudnn_off")}
+    env = next((r["environ"] for r in b.values() if r), None)
+    if env:
+        lines.append(
+            "card %s | torch %s | CUDA %s | cuDNN %s | driver %s | %s"
+            % (
+                (env["gpu"] or {}).get("name"),
+                env["torch"],
+                env["cuda"],
+                env["cudnn"],
+                (env["gpu"] or {}).get("driver"),
+                time.strftime("%Y-%m-%d"),
+            )
+        )
+    lines.append(
+        "%-30s %12s %12s %8s   %s" % (NAME + ", batch 64", "eager", "fast", "ratio", "target")
+    )
+    targets = {"fp32": "fast <= 10 ms", "tf32": "fast <= 6 ms", "cudnn_off": "-"}
+    for name, res in b.items():
+        if not res:
+            lines.append("%-30s  (no result: see log.txt)" % name)
+            continue
+        e, f = res["step_ms"]["eager"], res["step_ms"]["fast"]
+        lines.append(
+            "%-30s %12s %12s %8s   %s (%s)"
+            % (
+                "step ms, " + name,
+                fmt(e),
+                fmt(f),
+                fmt(e / f if e and f else None, "x"),
+                targets[name],
+                res["steps"]["modes"]["fast"]["mode"],
+            )
+        )
+        eff = res["efficient"]
+        lines.append(
+            "%-30s %12s %12s   memory MB normal %s efficient %s"
+            % (
+                "  efficient step ms",
+                fmt(eff["step_ms"]["normal"]),
+                fmt(eff["step_ms"]["efficient"]),
+                fmt(eff["peak_mem_mb"]["normal"]),
+                fmt(eff["peak_mem_mb"]["efficient"]),
+            )
+        )
+        ag = res["steps"]["agreement"]["fast_vs_eager"]
+        lines.append(
+            "  fast vs eager after %d steps: max |state diff| %.3g"
+            % (ag["steps"][0], ag["max_abs_state_diff"])
+        )
+    if b["fp32"]:
+        d = b["fp32"]["data_img_s"]
+        lines.append(
+            "data img/s ours %s | torchvision (%s workers) %s | target ours >= 1e5"
+            % (
+                fmt(d["ours"]),
+                b["fp32"]["data"]["torchvision"]["num_workers"],
+                fmt(d["torchvision"]),
+            )
+        )
+        top = b["fp32"]["steps"]["profile"].get("top") or []
+        lines.append(
+            "top kernels (one eager fp32 step): "
+            + "; ".join("%s %.2f ms" % (r["name"][:60], r["self_ms"]) for r in top[:5])
+        )
+    lines.append(
+        "train 4 epochs, fast off vs on: max |train loss diff| %s; modes %s / %s"
+        % (
+            fmt(check.get("max_abs_train_loss_diff")),
+            check["train_off"]["step_mode"],
+            check["train_on"]["step_mode"],
+        )
+    )
+    lines.append(
+        "dropout + efficient + fast: %s (%s)"
+        % (check["train_dropout"]["step_mode"], check["train_dropout"]["step_fallback"])
+    )
+    if "probe" in check:
+        lines.append(
+            "cost probe: predicted train epoch %.2f s, measured %.2f s"
+            % (check["probe"]["predicted_epoch_s"], check["probe"]["measured_epoch_s_median"])
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,267 @@
+"""`densenet bench` on CPU: both sides of every ratio measured in one run (finite, positive),
+the data pipeline comparison really ran both sides, a missing torchvision is recorded with its
+reason; the cost probe feeds workflow/scripts/predict_cost.py, one prediction per cell."""
+
+import json
+import math
+import os
+import sys
+
+import pytest
+import torch
+from conftest import REPO, densenet
+
+sys.path.insert(0, os.path.join(REPO, "workflow", "scripts"))
+import predict_cost  # noqa: E402
+
+# One torch thread: on a shared 2-core machine two OpenMP threads can be 5-20x slower.
+TINY = ["--model", "densenet-bc40-k12", "--batch-size", "4", "--device", "cpu", "--threads", "1"]
+
+
+def positive(x):
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    res = densenet(
+        "bench",
+        "--out",
+        out,
+        "--steps",
+        "2",
+        "--rounds",
+        "2",
+        "--warmup",
+        "1",
+        "--data-images",
+        "256",
+        "--data-rounds",
+        "2",
+        *TINY,
+    )
+    assert res.returncode == 0, res.stderr
+    with open(out) as f:
+        return json.load(f), res.stdout
+
+
+@pytest.mark.slow
+def test_bench_json_holds_both_sides_of_each_ratio(bench):
+    res, _ = bench
+    for pair in (
+        res["step_ms"],
+        res["data_img_s"],
+        res["efficient"]["step_ms"],
+        res["efficient"]["peak_mem_mb"],
+    ):
+        assert len(pair) == 2 and all(positive(v) for v in pair.values()), pair
+    assert positive(res["peak_mem_mb"])
+    assert res["environ"]["torch"] == torch.__version__ and res["config"]["device"] == "cpu"
+    assert res["steps"]["modes"]["fast"]["mode"] == "eager-nosync"
+    assert res["steps"]["step_stats"]["eager"]["n"] == 2  # 2 rounds x 1 step
+
+
+@pytest.mark.slow
+def test_bench_fast_and_efficient_compute_what_eager_computes(bench):
+    agreement = bench[0]["steps"]["agreement"]
+    for name in ("fast_vs_eager", "efficient_vs_fast"):
+        assert agreement[name]["bitwise_equal"], agreement[name]
+        assert agreement[name]["steps"] == [3, 3]
+
+
+@pytest.mark.slow
+def test_bench_data_comparison_ran_both_sides(bench):
+    res, stdout = bench
+    data = res["data"]
+    assert data["images"] == 256 and data["batch_size"] == 4
+    for side in ("ours", "torchvision"):
+        rounds = data[side]["rounds_img_s"]
+        assert len(rounds) == 2 and all(positive(v) for v in rounds), (side, rounds)
+    assert data["torchvision"]["reason"] is None
+    assert data["torchvision"]["num_workers"] == len(os.sched_getaffinity(0))
+    assert "data: ours / torchvision" in stdout
+
+
+def test_missing_torchvision_is_recorded_not_invented(monkeypatch):
+    from densenet.data import make_synthetic
+    from densenet.databench import bench_data
+
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # import torchvision -> ImportError
+    ds = make_synthetic(64, 10)
+    out = bench_data(ds.x_train, ds.y_train, ds.mean, ds.std, torch.device("cpu"), 16, 1)
+    assert out["torchvision"]["img_s"] is None and out["torchvision"]["rounds_img_s"] == []
+    assert "torchvision is not importable" in out["torchvision"]["reason"]
+    assert positive(out["ours"]["img_s"])
+
+
+def manifest(cells):
+    keys = (
+        "model",
+        "dataset",
+        "augment",
+        "optimizer",
+        "torch",
+        "cudnn",
+        "tf32",
+        "deterministic",
+        "canary",
+        "seed",
+        "protocol",
+        "device",
+    )
+    out = []
+    for i, (model, env, extra) in enumerate(cells):
+        params = dict(
+            zip(
+                keys,
+                (
+                    model,
+                    "cifar10",
+                    "on",
+                    "sgd",
+                    "local",
+                    "on",
+                    "off",
+                    "off",
+                    "none",
+                    0,
+                    "smoke",
+                    "auto",
+                ),
+            )
+        )
+        params.update(extra)
+        out.append({"id": "c%d" % i, "params": params, "env": env})
+    return {"study": "t", "config": {"train": {"epochs": 2, "n_train": None}}, "cells": out}
+
+
+@pytest.mark.slow
+def test_probe_feeds_one_prediction_per_cell(tmp_path):
+    res = densenet(
+        "bench",
+        "--probe",
+        "--out",
+        tmp_path,
+        "--steps",
+        "1",
+        "--warmup",
+        "1",
+        "--env-id",
+        "e1",
+        "--eval-batch-size",
+        "8",
+        *TINY,
+    )
+    assert res.returncode == 0, res.stderr
+    probe_path = tmp_path / "probe.json"  # --out DIR, as the workflow's runner passes it
+    man = manifest(
+        [
+            ("densenet-bc40-k12", "e1", {}),
+            ("densenet-bc40-k12", "e2", {"n_train": 40}),
+            ("densenet-bc100-k12", "e1", {}),
+        ]
+    )
+    (tmp_path / "manifest.json").write_text(json.dumps(man))
+    out = tmp_path / "predicted_cost.json"
+    assert (
+        predict_cost.main(
+            ["--manifest", str(tmp_path / "manifest.json"), "--out", str(out), str(probe_path)]
+        )
+        == 0
+    )
+    pred = json.loads(out.read_text())
+    assert sorted(pred) == ["c0", "c1", "c2"]
+    assert positive(pred["c0"]["predicted_s"]) and positive(pred["c1"]["predicted_s"])
+    assert pred["c0"]["match"] == 0 and pred["c1"]["match"] == 1
+    assert pred["c2"]["predicted_s"] is None and "densenet-bc100-k12" in pred["c2"]["basis"]
+    # c1 by hand: 2 epochs (study override) of 40 images (cell), so one step of batch 64 (the
+    # probe's batch-4 step scaled), and smoke's 1000 test images.
+    probe = json.loads(probe_path.read_text())
+    m = probe["models"]["densenet-bc40-k12"]
+    epoch_ms = (
+        1 * m["step_ms"]["sgd"] * 64 / 4
+        + 40 * probe["augment_ms_per_img"]
+        + 1000 * m["eval_ms_per_img"]
+        + m["checkpoint_ms"]
+    )
+    assert pred["c1"]["predicted_s"] == pytest.approx(2 * epoch_ms / 1000.0)
+
+
+def fake_probe(env, step_ms, batch=64):
+    return {
+        "kind": "cost-probe",
+        "env": dict(env, torch="x"),
+        "batch_size": batch,
+        "augment_ms_per_img": 0.0,
+        "protocols": {"paper": {"epochs": 300, "n_train": None, "n_test": None, "batch_size": 64}},
+        "dataset_sizes": {"cifar10": {"train": 50000, "test": 10000}},
+        "models": {
+            "m": {
+                "step_ms": {"sgd": step_ms},
+                "step_mode": {"sgd": "cuda-graph"},
+                "eval_ms_per_img": 0.0,
+                "checkpoint_ms": 0.0,
+            }
+        },
+    }
+
+
+def test_prediction_prefers_the_cells_own_environment():
+    gpu = {"device": "cuda", "cudnn": "on", "tf32": "off", "deterministic": "off", "canary": "none"}
+    probes = [
+        fake_probe(dict(gpu, env_id="other"), 30.0),
+        fake_probe(dict(gpu, cudnn="off", env_id="mine"), 400.0),
+        fake_probe(dict(gpu, device="cpu", env_id=None), 9000.0),
+    ]
+    cell = {
+        "id": "c",
+        "env": "mine",
+        "params": {
+            "model": "m",
+            "dataset": "cifar10",
+            "protocol": "paper",
+            "optimizer": "sgd",
+            "device": "cuda",
+            "cudnn": "off",
+            "tf32": "off",
+            "deterministic": "off",
+            "canary": "none",
+        },
+    }
+    got = predict_cost.predict({"cells": [cell]}, probes)["c"]
+    assert got["match"] == 0 and "mine" in got["basis"]
+    assert got["predicted_s"] == pytest.approx(300 * 782 * 400.0 / 1000.0)  # ceil(50000/64)
+    cell["env"] = "unprobed"
+    got = predict_cost.predict({"cells": [cell]}, probes)["c"]
+    assert got["match"] == 1 and got["predicted_s"] == pytest.approx(300 * 782 * 400.0 / 1000)
+
+
+def test_probe_args_cover_the_models_and_optimizers_of_the_environment():
+    man = manifest(
+        [
+            ("densenet-bc100-k12", "e1", {}),
+            ("densenet-bc40-k12", "e1", {"optimizer": "adam"}),
+            ("vgg16-bn", "e2", {}),
+        ]
+    )
+    env = {"cudnn": "off", "tf32": "on", "device": "cuda", "canary": "none", "torch": "2.3"}
+    args = predict_cost.probe_args(man["cells"], "e1", env)
+    assert args[:4] == [
+        "--models",
+        "densenet-bc100-k12,densenet-bc40-k12",
+        "--optimizers",
+        "adam,sgd",
+    ]
+    assert args[4:] == [
+        "--cudnn",
+        "off",
+        "--tf32",
+        "on",
+        "--device",
+        "cuda",
+        "--canary",
+        "none",
+        "--env-id",
+        "e1",
+    ]

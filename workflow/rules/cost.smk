@@ -1,0 +1,51 @@
+# Cost prediction (issue 6): before the cells train, a short timing probe per environment (a
+# few steps of each model and optimizer its cells use, through the same runner as training),
+# then one predicted time per cell, which the report shows beside the measured one. Include
+# after common.smk and report.smk; run_cell.py must accept `bench` (its result: probe.json).
+
+import predict_cost  # noqa: E402  (workflow/scripts, on sys.path via common.smk)
+
+PREDICT_COST = os.path.join(SCRIPTS, "predict_cost.py")
+
+
+# A few timed steps per model in one environment (seconds on a GPU, minutes on a CPU).
+rule probe_cost:
+    output:
+        "results/{study}/cost/{env}/probe.json",
+    log:
+        "results/{study}/logs/cost/{env}.log",
+    threads: get_threads()
+    resources:
+        gpu=get_gpu_count,
+    params:
+        probe=lambda w: commands.quote(
+            predict_cost.probe_args(CELLS, w.env, ENV_BY_ID[w.env]["params"])
+        ),
+        runner=lambda w, threads: commands.quote(
+            commands.runner_args(
+                CFG,
+                ENV_BY_ID[w.env]["params"]["torch"],
+                "%s/cost/%s" % (STUDY_DIR, w.env),
+                threads,
+            )
+        ),
+    run:
+        shell(
+            "{PYTHON} {RUN_CELL} {params.runner} -- bench --probe {params.probe} > {log} 2>&1"
+        )
+
+
+# Every cell's predicted time from the probes and the manifest.
+rule predict_cost:
+    input:
+        manifest=rules.write_manifest.output,
+        probes=lambda w: ["%s/cost/%s/probe.json" % (STUDY_DIR, e["id"]) for e in ENVS],
+    output:
+        "results/{study}/predicted_cost.json",
+    log:
+        "results/{study}/logs/predicted_cost.log",
+    run:
+        shell(
+            "{PYTHON} {PREDICT_COST} --manifest {input.manifest} --out {output}"
+            " {input.probes} > {log} 2>&1"
+        )

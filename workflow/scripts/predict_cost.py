@@ -1,0 +1,167 @@
+"""Predict each cell's training time from cost probes, before the study runs.
+
+    python workflow/scripts/predict_cost.py --manifest results/<study>/manifest.json \
+        --out results/<study>/predicted_cost.json PROBE.json [PROBE.json ...]
+
+A probe is the JSON of `python -m densenet bench --probe` (densenet/probe.py): per model and
+optimizer the median step time, per model eval time per image and checkpoint write time, the
+augmentation time per image, the protocol table and the dataset sizes. For each manifest cell:
+
+    epoch_ms = ceil(n_train / batch) * step_ms * batch / probe_batch
+               + n_train * augment_ms_per_img + n_test * eval_ms_per_img + checkpoint_ms
+    predicted_s = epochs * epoch_ms / 1000      (process start and data loading not included)
+
+Output (atomic): {cell_id: {"predicted_s", "basis", "epoch_s", "epochs", "match"}}; "basis"
+says which probe was used and how well it matches the cell ("match" 0: the cell's environment
+id; 1: same device and numerics flags; 2: same device; 3: another device). A cell whose model
+no probe covers gets predicted_s null and says so. Host side: standard library only (the host
+may have no torch).
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+
+SIZE_KEYS = ("epochs", "n_train", "n_test", "batch_size")
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_json_atomic(path, obj):
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-predicted-", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def cell_sizes(params, overrides, probe):
+    """(epochs, n_train, n_test, batch) of a cell: its protocol, then the study's `train`
+    overrides, then any size in the cell's own params; full sizes capped by the dataset."""
+    proto = dict(probe["protocols"][params["protocol"]])
+    for source in (overrides, params):
+        for key in SIZE_KEYS:
+            if source.get(key) is not None:
+                proto[key] = source[key]
+    full = probe["dataset_sizes"][params["dataset"]]
+    n_train = min(proto["n_train"] or full["train"], full["train"])
+    n_test = min(proto["n_test"] or full["test"], full["test"])
+    return proto["epochs"], n_train, n_test, proto["batch_size"]
+
+
+def match_rank(cell, probe):
+    """(rank, words): 0 = the cell's own environment was probed, 1 = same device and numerics
+    flags, 2 = same device, 3 = another device."""
+    p, env = cell["params"], probe["env"]
+    if env.get("env_id") and env["env_id"] == cell.get("env"):
+        return 0, "probe of environment %s" % env["env_id"]
+    same_device = p.get("device") in (env["device"], "auto")
+    flags = [k for k in ("cudnn", "tf32", "deterministic", "canary") if p.get(k) != env.get(k)]
+    if same_device and not flags:
+        return 1, "probe on %s with the same numerics flags" % env["device"]
+    if same_device:
+        return 2, "probe on %s with other %s" % (env["device"], ", ".join(flags))
+    return 3, "probe on %s, cell on %s" % (env["device"], p.get("device"))
+
+
+def predict_cell(cell, probes, overrides):
+    """{"predicted_s", "basis", "epoch_s", "epochs"} for one manifest cell."""
+    p = cell["params"]
+    usable = [pr for pr in probes if p["model"] in pr["models"]]
+    if not usable:
+        return {
+            "predicted_s": None,
+            "epoch_s": None,
+            "epochs": None,
+            "basis": "no probe covers model %s" % p["model"],
+        }
+    rank, words, probe = min((match_rank(cell, pr) + (pr,) for pr in usable), key=lambda t: t[0])
+    m = probe["models"][p["model"]]
+    opt = p.get("optimizer", "sgd")
+    notes = []
+    if opt not in m["step_ms"]:
+        notes.append("step of %s used for %s" % (sorted(m["step_ms"])[0], opt))
+        opt = sorted(m["step_ms"])[0]
+    epochs, n_train, n_test, batch = cell_sizes(p, overrides, probe)
+    step_ms = m["step_ms"][opt] * batch / float(probe["batch_size"])
+    if batch != probe["batch_size"]:
+        notes.append("step scaled from batch %d to %d" % (probe["batch_size"], batch))
+    epoch_ms = (
+        math.ceil(n_train / float(batch)) * step_ms
+        + n_train * probe["augment_ms_per_img"]
+        + n_test * m["eval_ms_per_img"]
+        + m["checkpoint_ms"]
+    )
+    basis = "%s (torch %s, %s step %.4g ms); %d epochs x %d/%d images, batch %d" % (
+        words,
+        probe["env"]["torch"],
+        m["step_mode"][opt],
+        m["step_ms"][opt],
+        epochs,
+        n_train,
+        n_test,
+        batch,
+    )
+    if notes:
+        basis += "; " + "; ".join(notes)
+    return {
+        "predicted_s": epochs * epoch_ms / 1000.0,
+        "epoch_s": epoch_ms / 1000.0,
+        "epochs": epochs,
+        "basis": basis,
+        "match": rank,
+    }
+
+
+def predict(manifest, probes):
+    overrides = (manifest.get("config") or {}).get("train") or {}
+    return {c["id"]: predict_cell(c, probes, overrides) for c in manifest["cells"]}
+
+
+def probe_args(cells, env_id, env_params):
+    """`densenet bench --probe` options of one environment (workflow/rules/cost.smk): the
+    models and optimizers of its cells, its numerics flags, and its id, so that each cell's
+    prediction can name the probe of its own environment."""
+    mine = [c for c in cells if c["env"] == env_id]
+    args = ["--models", ",".join(sorted({c["params"]["model"] for c in mine}))]
+    args += ["--optimizers", ",".join(sorted({c["params"]["optimizer"] for c in mine}))]
+    for key in ("cudnn", "tf32", "device", "canary"):
+        args += ["--%s" % key, env_params[key]]
+    return args + ["--env-id", env_id]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--manifest", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("probes", nargs="+", help="cost probe JSON files (bench --probe)")
+    args = ap.parse_args(argv)
+    probes = []
+    for path in args.probes:
+        probe = read_json(path)
+        if probe.get("kind") != "cost-probe":
+            sys.stderr.write("error: %s is not a cost probe (bench --probe output)\n" % path)
+            return 2
+        probes.append(probe)
+    out = predict(read_json(args.manifest), probes)
+    write_json_atomic(args.out, out)
+    known = [v["predicted_s"] for v in out.values() if v["predicted_s"] is not None]
+    print("predicted %d of %d cells: %.1f h in all" % (len(known), len(out), sum(known) / 3600.0))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
