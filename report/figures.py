@@ -7,6 +7,7 @@ nothing to draw (the template then says so in words).
 import base64
 import io
 import math
+import warnings
 
 import matplotlib
 
@@ -58,23 +59,26 @@ def heatmap(hm):
     fig, ax = plt.subplots(figsize=(width, 0.8 + 0.55 * len(groups)))
     ax.set_facecolor("#e6e6e6")  # no completed seed: grey, with the status counts written
     span = np.nanmax(np.abs(color)) if relative and np.isfinite(color).any() else None
-    sns.heatmap(
-        color,
-        ax=ax,
-        annot=np.array(annot, dtype=object),
-        fmt="",
-        cbar=True,
-        cmap="vlag" if relative else "rocket_r",
-        center=0 if relative else None,
-        vmin=-span if span else None,
-        vmax=span if span else None,
-        linewidths=1,
-        linecolor="white",
-        annot_kws={"fontsize": 8},
-        xticklabels=variants,
-        yticklabels=groups,
-        cbar_kws={"label": "points vs row median" if relative else "test error (%)"},
-    )
+    with warnings.catch_warnings():
+        # seaborn 0.13 calls Colormap.set_bad, which matplotlib 3.11 marks as deprecated
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        sns.heatmap(
+            color,
+            ax=ax,
+            annot=np.array(annot, dtype=object),
+            fmt="",
+            cbar=True,
+            cmap="vlag" if relative else "rocket_r",
+            center=0 if relative else None,
+            vmin=-span if span else None,
+            vmax=span if span else None,
+            linewidths=1,
+            linecolor="white",
+            annot_kws={"fontsize": 8},
+            xticklabels=variants,
+            yticklabels=groups,
+            cbar_kws={"label": "points vs row median" if relative else "test error (%)"},
+        )
     ax.grid(False)
     for i, row in enumerate(hm["rows"]):
         for j, entry in enumerate(row):
