@@ -119,12 +119,8 @@ def banners(study, identities, runs):
         note = IDENTITY_NOTES.get(identity, IDENTITY_NOTES["unknown"])
         if note:
             count = int((runs["dataset_identity"] == identity).sum())
-            out.append(
-                (
-                    "danger" if identity != "cifar10-jpeg75" else "warn",
-                    "Dataset identity %s (%d cells): %s" % (identity, count, note),
-                )
-            )
+            cells = "%d cell%s" % (count, "" if count == 1 else "s")
+            out.append(("danger", "Dataset identity %s (%s): %s" % (identity, cells, note)))
     if not identities:
         out.append(
             (
