@@ -63,7 +63,8 @@ class Interrupted(BaseException):
 
 
 def first_line(exc):
-    text = str(exc).strip()
+    """The daemon's own words when it gave some (APIError.explanation), else str(exc)."""
+    text = str(getattr(exc, "explanation", None) or exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 
@@ -159,6 +160,11 @@ def with_image_ref(argv, ref):
     return list(argv)
 
 
+def caller_user():
+    """uid:gid of this process: the container's files in the cell directory are the caller's."""
+    return "%d:%d" % (os.getuid(), os.getgid())
+
+
 def container_settings(run_ref, image_ref, argv, cell_dir, data_dir, code_dir, gpu, mem_limit):
     """Keyword arguments of containers.run: everything the job gets, and nothing else."""
     package = os.path.join(os.path.abspath(code_dir), "densenet")
@@ -186,7 +192,7 @@ def container_settings(run_ref, image_ref, argv, cell_dir, data_dir, code_dir, g
         environment=env,
         working_dir=CODE,
         mounts=mounts,
-        user="%d:%d" % (os.getuid(), os.getgid()),
+        user=caller_user(),
         network_mode="none",
         privileged=False,
         cap_drop=["ALL"],
@@ -238,7 +244,10 @@ def started(client, settings):
                 "image %s not found: %s" % (settings["image"], first_line(exc))
             ) from exc
         except docker.errors.APIError as exc:
-            raise RunnerError("docker could not run the container: %s" % first_line(exc)) from exc
+            why = first_line(exc)
+            if "device driver" in why:
+                why += "; GPU jobs need the NVIDIA Container Toolkit on this host"
+            raise RunnerError("docker could not run the container: %s" % why) from exc
     except Interrupted as exc:
         signum = exc.signum
     finally:
@@ -392,7 +401,7 @@ def run(image, argv, cell_dir, data_dir, code_dir, gpu, log, mem_limit=None, cli
         mem_limit or os.environ.get(MEMORY_ENV),
     )
     log("docker_runner: %s as %s, gpu %s: %s" % (image_ref, settings["user"], gpu, " ".join(argv)))
-    if os.getuid() == 0:
+    if settings["user"].startswith("0:"):
         log("docker_runner: warning: the caller is root, so the container runs as root")
     if wants_gpu(argv, gpu):
         env, reason = preflight(client, settings, log)
