@@ -85,8 +85,9 @@ def canary_record(cfg, layout):
         rec["exercised"] = layout["non_contiguous"] > 0
         if not rec["exercised"]:
             rec["note"] = (
-                "no convolution received a non-contiguous grad_output on this torch: "
-                "the canary cannot bite here, so its verdict says nothing"
+                "no convolution received a non-contiguous grad_output (a batch of one, a model "
+                "without concatenation, or a torch that hands contiguous slices): the canary "
+                "cannot bite in this model, so the layer comparison cannot show it"
             )
     return rec
 
