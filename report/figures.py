@@ -169,11 +169,13 @@ def learning_curves(curves, colors, dataset, chainer=None):
                 )
             )
     _chance(ax_loss, ax_err, dataset)
-    for ax, title in ((ax_loss, "training loss"), (ax_err, "test error (%)")):
-        ax.set_yscale("log")
-        ax.set_xlabel("epoch")
+    for ax, col, title in (
+        (ax_loss, "train_loss", "training loss"),
+        (ax_err, "test_err", "test error (%)"),
+    ):
+        _y_scale(ax, curves[col])
+        _epoch_axis(ax)
         ax.set_title(title, fontsize=10)
-    _log_ticks(ax_err)
     fig.subplots_adjust(wspace=0.22)  # fixed: tight_layout costs a full text layout pass
     fig.legend(
         handles=handles,
@@ -194,12 +196,23 @@ def _chance(ax_loss, ax_err, dataset):
         ax_err.axhline(100.0 * (1 - 1.0 / classes), color="#b0b0b0", lw=0.8, ls="-.")
 
 
-def _log_ticks(ax):
-    """Readable error ticks on a log axis (1, 2, 5, 10, ...), without the minor tick labels
-    that would cost a text layout each."""
-    ax.yaxis.set_major_locator(matplotlib.ticker.FixedLocator([1, 2, 3, 5, 7, 10, 20, 50, 100]))
+def _y_scale(ax, values):
+    """Log scale when the values span a factor of 5 or more (a full run: the late epochs, where
+    environments differ, stay readable); linear for a short or flat run. Log ticks are plain
+    numbers (1, 2, 5, 10, ...), without minor labels that each cost a text layout."""
+    values = values[np.isfinite(values) & (values > 0)]
+    if not len(values) or values.max() / values.min() < 5:
+        return
+    ax.set_yscale("log")
+    ticks = [m * 10.0**e for e in range(-4, 3) for m in (1, 2, 5)]
+    ax.yaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
     ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: "%g" % v))
     ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def _epoch_axis(ax):
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
 
 
 def canary(bug, clean, dataset):
@@ -233,7 +246,7 @@ def canary(bug, clean, dataset):
         )
     _chance(ax_loss, ax_err, dataset)
     for ax, title in ((ax_loss, "training loss"), (ax_err, "test error (%)")):
-        ax.set_xlabel("epoch")
+        _epoch_axis(ax)
         ax.set_title(title, fontsize=10)
     ax_err.set_ylim(0, 100)
     ax_loss.legend(fontsize=8)
