@@ -51,7 +51,9 @@ def heatmap(hm):
         [[np.nan if e["mean"] is None else e["mean"] for e in row] for row in hm["rows"]]
     )
     relative = len(variants) > 1
-    color = means - np.nanmedian(means, axis=1, keepdims=True) if relative else means
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a row without any completed entry
+        color = means - np.nanmedian(means, axis=1, keepdims=True) if relative else means
     with np.errstate(all="ignore"):
         color = np.where(np.isnan(means), np.nan, color)
     annot = [[_heat_text(e) for e in row] for row in hm["rows"]]

@@ -97,7 +97,7 @@ def build_context(study, tables, out_dir, tolerance, predicted_path=None):
         "alpha": references.ALPHA,
         "curves": curve_panels(runs, curves, figures.palette(sorted(runs["variant"].unique()))),
         "deltas": {axis: sections.axis_deltas(runs, axis) for axis in ("cudnn", "tf32")},
-        "grad_envs": grad_envs(tables.envs, runs),
+        "grad_envs": grad_envs(tables.envs, runs, out_dir),
         "layers_png": figures.layer_errors(tables.layers, tables.envs),
         "canaries": canary_panels(runs, curves, tables.envs),
         "cost": cost,
@@ -178,14 +178,18 @@ def canary_panels(runs, curves, envs):
     return panels
 
 
-def grad_envs(envs, runs):
-    """Gradient-stage rows with the cells that ran in each env."""
+def grad_envs(envs, runs, out_dir):
+    """Gradient-stage rows with the cells that ran in each env and links to its files."""
     rows = []
     for _, env in envs.iterrows():
         cells = runs[runs["env_id"] == env["env_id"]]
+        files = [f for f in (env["files"] or "").split(";") if f]
         rows.append(
             dict(
-                plain(env), n_cells=len(cells), cell_statuses=sections.status_counts(cells, skip=())
+                plain(env),
+                n_cells=len(cells),
+                cell_statuses=sections.status_counts(cells, skip=()),
+                links=[(name, link(os.path.join(env["path"], name), out_dir)) for name in files],
             )
         )
     return rows

@@ -87,13 +87,16 @@ def from_manifest(path):
     entries = [c for c in manifest["cells"] if isinstance(c, dict)]
     env_entries = [e for e in manifest.get("envs") or [] if isinstance(e, dict)]
     base = resolve_base(path, [c.get("dir") for c in entries + env_entries])
+    study_dir = os.path.dirname(os.path.abspath(path))
     cells = []
     for i, entry in enumerate(entries):
         cell_id = str(entry.get("id") or "cell-%d" % i)
         cells.append(
             {
                 "id": cell_id,
-                "path": os.path.join(base, entry.get("dir") or os.path.join("cells", cell_id)),
+                "path": os.path.join(base, entry["dir"])
+                if entry.get("dir")
+                else os.path.join(study_dir, "cells", cell_id),
                 "params": {k: _text(v) for k, v in (entry.get("params") or {}).items()},
                 "env": entry.get("env"),
                 "rerun": entry.get("rerun"),
@@ -103,15 +106,19 @@ def from_manifest(path):
     envs = [
         {
             "id": str(e.get("id")),
-            "path": os.path.join(base, e.get("dir") or ""),
+            "path": os.path.join(base, e["dir"])
+            if e.get("dir")
+            else os.path.join(study_dir, "gradcheck", str(e.get("id"))),
             "params": {k: _text(v) for k, v in (e.get("params") or {}).items()},
             "in_manifest": True,
         }
         for e in env_entries
     ]
     known = {os.path.realpath(c["path"]) for c in cells}
+    # Only folders inside the study's own directory: never sweep up another study's cells.
+    inside = os.path.realpath(study_dir) + os.sep
     parents = sorted({os.path.dirname(c["path"]) for c in cells})
-    for parent in parents:
+    for parent in (p for p in parents if os.path.realpath(p).startswith(inside)):
         for found in discover_cells(parent, max_depth=1):
             if os.path.realpath(found) not in known:
                 known.add(os.path.realpath(found))

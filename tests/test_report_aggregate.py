@@ -217,3 +217,16 @@ def test_cudnn_versions_are_decoded():
     assert sections.cudnn_text(90100) == "9.1.0 (90100)"
     assert sections.cudnn_text("8500") == "8.5.0 (8500)"
     assert sections.cudnn_text(None) is None
+
+
+def test_cells_outside_the_study_dir_are_not_swept_up(tmp_path, monkeypatch):
+    other = str(tmp_path / "cwd")
+    fx.write_cell(other, fx.params(seed=5))  # ./cells/<id> of the working directory
+    monkeypatch.chdir(other)
+    manifest = tmp_path / "study" / "manifest.json"
+    manifest.parent.mkdir()
+    manifest.write_text(json.dumps({"study": "s", "cells": [{"id": "a"}], "envs": [{"id": "e"}]}))
+    found = study.from_manifest(str(manifest))
+    assert [c["id"] for c in found.cells] == ["a"]
+    assert found.cells[0]["path"] == str(tmp_path / "study" / "cells" / "a")
+    assert found.envs[0]["path"] == str(tmp_path / "study" / "gradcheck" / "e")
