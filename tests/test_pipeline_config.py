@@ -8,7 +8,6 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import REPO
 
 sys.path.insert(0, os.path.join(REPO, "workflow", "scripts"))
@@ -59,14 +58,25 @@ def test_every_shipped_study_validates(schema):
         (lambda c: c["axes"].update(model=[]), "axes.model: empty axis"),
         (lambda c: c["axes"].update(seed=[0, 0]), "axes.seed: duplicate values"),
         (lambda c: c["axes"].update(augment=["on", True]), "axes.augment: "),
-        (lambda c: c["axes"].update(cudnn=["maybe"]), "axes.cudnn[0]: 'maybe' is not one of on, off"),
+        (
+            lambda c: c["axes"].update(cudnn=["maybe"]),
+            "axes.cudnn[0]: 'maybe' is not one of on",
+        ),
         (lambda c: c["axes"].update(model=["resnet50"]), "axes.model[0]: 'resnet50' is not one of"),
         (lambda c: c.pop("protocol"), "missing key protocol"),
-        (lambda c: c.update(runner="kubernetes"), "runner: 'kubernetes' is not one of local, docker"),
+        (
+            lambda c: c.update(runner="kubernetes"),
+            "runner: 'kubernetes' is not one of local",
+        ),
         (lambda c: c["axes"].update(torch=["2.5.1"]), "axes.torch: '2.5.1' needs runner: docker"),
         (lambda c: c["exclude"].append({"canary": "noncontig"}), "exclude[0].canary: 'noncontig'"),
-        (lambda c: c["exclude"].append({"canary": "none"}) or c["exclude"].append(
-            {"canary": "noncontig-grad"}), "exclusions remove every cell"),
+        (
+            lambda c: (
+                c["exclude"].append({"canary": "none"})
+                or c["exclude"].append({"canary": "noncontig-grad"})
+            ),
+            "exclusions remove every cell",
+        ),
     ],
 )
 def test_config_errors_are_one_line_naming_the_key(default, schema, edit, fragment):
@@ -101,8 +111,10 @@ def test_matrix_counts_exclusions_and_envs(default, schema):
         "torch-local.auto.cudnn-on.tf32-off.canary-none",
     ]
     ids = [c["id"] for c in cells]
-    assert "densenet-bc40-k12.cifar10.aug-off.sgd.torch-local.cudnn-on.tf32-off.det-off." \
+    assert (
+        "densenet-bc40-k12.cifar10.aug-off.sgd.torch-local.cudnn-on.tf32-off.det-off."
         "canary-none.seed-2" in ids
+    )
 
 
 def test_fallback_that_duplicates_a_cell_is_an_error(default, schema):
@@ -176,8 +188,16 @@ def test_train_args_carry_every_axis_and_override(default, schema):
     cells, _ = study.build_matrix(cfg, {})
     args = commands.train_args(cfg, cells[1]["params"])
     text = " ".join(map(str, args))
-    for fragment in ("--canary noncontig-grad", "--cudnn on", "--tf32 off", "--n-train 2000",
-                     "--epochs 2", "--download off", "--device auto", "--protocol smoke"):
+    for fragment in (
+        "--canary noncontig-grad",
+        "--cudnn on",
+        "--tf32 off",
+        "--n-train 2000",
+        "--epochs 2",
+        "--download off",
+        "--device auto",
+        "--protocol smoke",
+    ):
         assert fragment in text
     assert "--batch-size" not in text  # null: the protocol's own
     assert "--out" not in text and "--data-dir" not in text  # the runner's business
@@ -185,8 +205,13 @@ def test_train_args_carry_every_axis_and_override(default, schema):
 
 def test_cli_args_one_flag_each_typed():
     args = commands.cli_args(["config/studies/a.yaml"], {"train": {"epochs": "1"}, "study": "x"})
-    assert args == ["--configfile", "config/studies/a.yaml", "--config", "study=x",
-                    'train={"epochs": 1}']
+    assert args == [
+        "--configfile",
+        "config/studies/a.yaml",
+        "--config",
+        "study=x",
+        'train={"epochs": 1}',
+    ]
 
 
 def test_rerun_command_names_the_study_file():
@@ -214,8 +239,13 @@ def test_rerun_command_names_the_study_file():
     ],
 )
 def test_snakemake_stops_with_one_line(config_arg, fragment):
-    res = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--config", config_arg],
-                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--config", config_arg],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode != 0
     errors = [line for line in res.stderr.splitlines() if "config error" in line]
     assert len(errors) == 1 and fragment in errors[0], res.stderr

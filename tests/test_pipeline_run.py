@@ -5,54 +5,19 @@ without retraining finished cells."""
 
 import json
 import os
-import re
 import shlex
-import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
-
-from conftest import REPO
+from pipeline_helpers import checkout, job_counts, snakemake, snakemake_argv
 
 pytestmark = pytest.mark.slow
 
-COPIED = ["Snakefile", "workflow", "config", "densenet", "report", "containers/images.lock.yaml"]
 # Tiny overrides of the default study, as --config (nested values: Snakemake's own parsing).
 TINY_TRAIN = 'train={"epochs": 1, "n_train": 200, "n_test": 100}'
 TINY_GRADCHECK = 'gradcheck={"batch_size": 2, "steps": 1}'
-
-
-def checkout(dest):
-    """Copy what the workflow needs (no results, no .snakemake) into dest."""
-    ignore = shutil.ignore_patterns("__pycache__", "build", ".report*")
-    for path in COPIED:
-        src, dst = os.path.join(REPO, path), os.path.join(dest, path)
-        if os.path.isdir(src):
-            shutil.copytree(src, dst, ignore=ignore)
-        else:
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
-            shutil.copy(src, dst)
-    return str(dest)
-
-
-def snakemake_argv(*args):
-    return [sys.executable, "-m", "snakemake"] + list(args)
-
-
-def snakemake(cwd, *args, timeout=900):
-    res = subprocess.run(snakemake_argv(*args), cwd=cwd, capture_output=True, text=True,
-                         timeout=timeout, env=dict(os.environ, DENSENET_GIT_SHA="test-sha"))
-    return res
-
-
-def job_counts(output):
-    if "Job stats:" not in output:
-        return {}
-    table = output.split("Job stats:")[1].split("total")[0]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
 def read_json(path):
@@ -92,11 +57,14 @@ def test_default_study_end_to_end(default_study):
     verdicts = {}
     for env in manifest["envs"]:
         verdicts[env["params"]["canary"]] = read_json(
-            os.path.join(work, env["dir"], "gradcheck.json"))["verdict"]
+            os.path.join(work, env["dir"], "gradcheck.json")
+        )["verdict"]
     # The injected bug is flagged, the clean model passes, and neither blocked training.
     assert verdicts == {"none": "pass", "noncontig-grad": "fail"}
-    assert read_json(os.path.join(work, "results/default/data/cifar10.json"))["identity"] == \
-        "cifar10-jpeg75"
+    assert (
+        read_json(os.path.join(work, "results/default/data/cifar10.json"))["identity"]
+        == "cifar10-jpeg75"
+    )
     html = os.path.join(work, "results/default/report/report.html")
     assert os.path.getsize(html) > 10000
     with open(html) as f:
@@ -106,10 +74,21 @@ def test_default_study_end_to_end(default_study):
 
 def test_second_run_has_nothing_to_do(default_study):
     work, manifest = default_study
-    res = snakemake(work, "-n", "--config", 'data={"dir": "%s"}' % manifest["config"]["data"]["dir"],
-                    TINY_TRAIN, TINY_GRADCHECK)
+    data = 'data={"dir": "%s"}' % manifest["config"]["data"]["dir"]
+    res = snakemake(work, "-n", "--config", data, TINY_TRAIN, TINY_GRADCHECK)
     assert res.returncode == 0
     assert "Nothing to be done" in res.stdout + res.stderr
+
+
+def test_report_target_rerenders_without_training(default_study):
+    work, manifest = default_study
+    html = os.path.join(work, "results/default/report/report.html")
+    before = os.stat(html).st_mtime_ns
+    data = 'data={"dir": "%s"}' % manifest["config"]["data"]["dir"]
+    res = snakemake(work, "--cores", "1", "report", "--config", data, TINY_TRAIN, TINY_GRADCHECK)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert job_counts(res.stdout + res.stderr) == {"report": 1}
+    assert os.stat(html).st_mtime_ns > before
 
 
 def test_rerun_one_cell_reruns_that_job_and_the_report(default_study):
@@ -125,7 +104,8 @@ def test_rerun_one_cell_reruns_that_job_and_the_report(default_study):
     assert "cell=%s" % cell["id"] in dry.stdout and "cell=%s" % other["id"] not in dry.stdout
 
     untouched = [os.path.join(work, other["dir"], "summary.json")] + [
-        os.path.join(work, e["dir"], "gradcheck.json") for e in manifest["envs"]]
+        os.path.join(work, e["dir"], "gradcheck.json") for e in manifest["envs"]
+    ]
     before = mtimes(untouched)
     report = os.path.join(work, "results/default/report/report.html")
     report_before = os.stat(report).st_mtime_ns
@@ -144,19 +124,31 @@ def interrupt_study(tmp_path, signum):
     """Start a 3-cell synthetic study, interrupt it once one cell has finished and the next
     one is training, run it again; return what is needed to judge the two runs."""
     work = checkout(tmp_path / "repo")
-    config = ['axes={"dataset": ["synthetic"], "canary": ["none"], "seed": [0, 1, 2]}',
-              'train={"epochs": 3, "n_train": 192, "n_test": 64}', TINY_GRADCHECK]
+    config = [
+        'axes={"dataset": ["synthetic"], "canary": ["none"], "seed": [0, 1, 2]}',
+        'train={"epochs": 3, "n_train": 192, "n_test": 64}',
+        TINY_GRADCHECK,
+    ]
     args = ["--cores", "all", "--config"] + config
     cells = os.path.join(work, "results/default/cells")
-    proc = subprocess.Popen(snakemake_argv(*args), cwd=work, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        snakemake_argv(*args),
+        cwd=work,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.time() + 600
     done = []
     while time.time() < deadline and proc.poll() is None:
         ids = os.listdir(cells) if os.path.isdir(cells) else []
         done = [c for c in ids if os.path.exists(os.path.join(cells, c, "summary.json"))]
-        running = [c for c in ids if c not in done
-                   and os.path.exists(os.path.join(cells, c, "metrics.csv"))]
+        running = [
+            c
+            for c in ids
+            if c not in done and os.path.exists(os.path.join(cells, c, "metrics.csv"))
+        ]
         if done and running:
             break
         time.sleep(0.2)
@@ -167,8 +159,9 @@ def interrupt_study(tmp_path, signum):
     else:
         proc.send_signal(signum)
     first_log = proc.communicate(timeout=600)[0]
-    finished = [c for c in os.listdir(cells)
-                if os.path.exists(os.path.join(cells, c, "summary.json"))]
+    finished = [
+        c for c in os.listdir(cells) if os.path.exists(os.path.join(cells, c, "summary.json"))
+    ]
     stamps = mtimes(os.path.join(cells, c, "summary.json") for c in finished)
     second = snakemake(work, *args)
     return proc.returncode, first_log, finished, stamps, second, cells

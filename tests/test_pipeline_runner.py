@@ -10,7 +10,6 @@ import threading
 import time
 
 import pytest
-
 from conftest import REPO
 
 sys.path.insert(0, os.path.join(REPO, "workflow", "scripts"))
@@ -18,15 +17,26 @@ sys.path.insert(0, os.path.join(REPO, "workflow", "scripts"))
 import gpu_slots  # noqa: E402
 
 RUN_CELL = os.path.join(REPO, "workflow", "scripts", "run_cell.py")
-TINY = ["--model", "densenet-bc40-k12", "--dataset", "synthetic", "--n-train", "128",
-        "--n-test", "64", "--device", "cpu"]
+TINY = [
+    "--model",
+    "densenet-bc40-k12",
+    "--dataset",
+    "synthetic",
+    "--n-train",
+    "128",
+    "--n-test",
+    "64",
+    "--device",
+    "cpu",
+]
 
 
 def run_cell(*args, **kwargs):
     kwargs.setdefault("capture_output", True)
     kwargs.setdefault("text", True)
-    return subprocess.run([sys.executable, RUN_CELL] + [str(a) for a in args], cwd=REPO,
-                          timeout=600, **kwargs)
+    return subprocess.run(
+        [sys.executable, RUN_CELL] + [str(a) for a in args], cwd=REPO, timeout=600, **kwargs
+    )
 
 
 def read_json(path):
@@ -38,9 +48,22 @@ def test_failed_job_writes_failure_json(tmp_path):
     cell = tmp_path / "cell"
     cell.mkdir()
     (cell / "summary.json").write_text('{"status": "completed"}')  # stale: must not count
-    res = run_cell("--runner", "local", "--torch", "local", "--cell-dir", cell, "--data-dir",
-                   tmp_path / "nodata", "--", "train", "--model", "densenet-bc40-k12",
-                   "--device", "cpu")
+    res = run_cell(
+        "--runner",
+        "local",
+        "--torch",
+        "local",
+        "--cell-dir",
+        cell,
+        "--data-dir",
+        tmp_path / "nodata",
+        "--",
+        "train",
+        "--model",
+        "densenet-bc40-k12",
+        "--device",
+        "cpu",
+    )
     assert res.returncode == 1
     failure = read_json(cell / "failure.json")
     assert failure["status"] == "failed" and failure["exit_code"] == 1
@@ -51,8 +74,18 @@ def test_failed_job_writes_failure_json(tmp_path):
 
 
 def test_docker_runner_unknown_image_is_a_failure(tmp_path):
-    res = run_cell("--runner", "docker", "--torch", "9.9.9", "--cell-dir", tmp_path, "--",
-                   "gradcheck", "--model", "densenet-bc40-k12")
+    res = run_cell(
+        "--runner",
+        "docker",
+        "--torch",
+        "9.9.9",
+        "--cell-dir",
+        tmp_path,
+        "--",
+        "gradcheck",
+        "--model",
+        "densenet-bc40-k12",
+    )
     assert res.returncode != 0
     failure = read_json(tmp_path / "failure.json")
     assert "has no image for torch '9.9.9'" in failure["reason"]
@@ -60,8 +93,18 @@ def test_docker_runner_unknown_image_is_a_failure(tmp_path):
 
 
 def test_runner_owns_out_and_data_dir(tmp_path):
-    res = run_cell("--runner", "local", "--torch", "local", "--cell-dir", tmp_path, "--",
-                   "train", "--out", tmp_path)
+    res = run_cell(
+        "--runner",
+        "local",
+        "--torch",
+        "local",
+        "--cell-dir",
+        tmp_path,
+        "--",
+        "train",
+        "--out",
+        tmp_path,
+    )
     assert res.returncode == 2 and "--out is set by the runner" in res.stderr
 
 
@@ -69,8 +112,24 @@ def test_runner_owns_out_and_data_dir(tmp_path):
 def test_completed_cell_exits_0_with_host_identity(tmp_path):
     env = dict(os.environ, DENSENET_HOST="test-host", DENSENET_GIT_SHA="0123abcd")
     cell = tmp_path / "cell"
-    res = run_cell("--runner", "local", "--torch", "local", "--cell-dir", cell, "--gpu", "none",
-                   "--threads", "1", "--", "train", "--epochs", "1", *TINY, env=env)
+    res = run_cell(
+        "--runner",
+        "local",
+        "--torch",
+        "local",
+        "--cell-dir",
+        cell,
+        "--gpu",
+        "none",
+        "--threads",
+        "1",
+        "--",
+        "train",
+        "--epochs",
+        "1",
+        *TINY,
+        env=env,
+    )
     assert res.returncode == 0, res.stdout
     assert read_json(cell / "summary.json")["status"] == "completed"
     assert not (cell / "failure.json").exists()
@@ -82,10 +141,29 @@ def test_completed_cell_exits_0_with_host_identity(tmp_path):
 @pytest.mark.slow
 def test_interrupted_runner_leaves_a_resumable_cell(tmp_path):
     cell = tmp_path / "cell"
-    proc = subprocess.Popen([sys.executable, RUN_CELL, "--runner", "local", "--torch", "local",
-                             "--cell-dir", str(cell), "--threads", "1", "--", "train",
-                             "--epochs", "50", *TINY], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            RUN_CELL,
+            "--runner",
+            "local",
+            "--torch",
+            "local",
+            "--cell-dir",
+            str(cell),
+            "--threads",
+            "1",
+            "--",
+            "train",
+            "--epochs",
+            "50",
+            *TINY,
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     for line in proc.stdout:
         if line.startswith("epoch 1/50"):
             break

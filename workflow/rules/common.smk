@@ -92,17 +92,20 @@ def is_real_dataset(name):
 
 
 def get_final_targets():
-    """What `snakemake --cores all` builds: the manifest and the report (which needs every
-    cell and every gradient check)."""
-    return ["%s/manifest.json" % STUDY_DIR, "%s/report" % STUDY_DIR]
-
-
-def get_data_action(wildcards):
-    return DATA_ACTIONS[wildcards.dataset]
+    """What `snakemake --cores all` builds: every cell, every gradient check, the manifest
+    and the report. Cells are listed themselves, not only through the report: the report is
+    re-rendered after each cell, so after an interrupt it exists while cells are missing.
+    """
+    cells = get_all_summaries(None) + get_all_gradchecks(None)
+    return cells + ["%s/manifest.json" % STUDY_DIR, "%s/report" % STUDY_DIR]
 
 
 def get_data_args(wildcards):
     return commands.quote(commands.data_args(CFG, DATA_ACTIONS[wildcards.dataset]))
+
+
+def get_require_official_flag():
+    return "--require-official" if CFG["data"]["require_official"] else ""
 
 
 def get_threads():
@@ -118,11 +121,19 @@ def get_gpu_count(wildcards):
 
 def get_train_inputs(wildcards):
     """Its environment's gradient check (so that stage runs first; its verdict never blocks
-    training) and, for real data, the dataset record of prepare_data."""
+    training) and, for real data, the dataset record of prepare_data. Both ancient: they
+    order the jobs, and a rerun of either (new gradcheck options, data re-identified) must
+    not retrain finished cells."""
     cell = CELL_BY_ID[wildcards.cell]
-    inputs = {"gradcheck": "%s/gradcheck/%s/gradcheck.json" % (STUDY_DIR, cell["env"])}
+    inputs = {
+        "gradcheck": ancient(
+            "%s/gradcheck/%s/gradcheck.json" % (STUDY_DIR, cell["env"])
+        )
+    }
     if is_real_dataset(cell["params"]["dataset"]):
-        inputs["data"] = "%s/data/%s.json" % (STUDY_DIR, cell["params"]["dataset"])
+        inputs["data"] = ancient(
+            "%s/data/%s.json" % (STUDY_DIR, cell["params"]["dataset"])
+        )
     return inputs
 
 
@@ -131,6 +142,10 @@ def get_train_args(wildcards):
     return commands.quote(
         commands.train_args(CFG, CELL_BY_ID[wildcards.cell]["params"])
     )
+
+
+def get_train_options():
+    return commands.quote(commands.train_options(CFG))
 
 
 def get_cell_runner_args(wildcards, threads):

@@ -6,11 +6,11 @@ rule prepare_data:
     log:
         "results/{study}/logs/data/{dataset}.log",
     params:
-        action=get_data_action,
         data_dir=CFG["data"]["dir"],
-        extra=get_data_args,
+        require_official=get_require_official_flag(),
     run:
         shell(
             "{PYTHON} {PREPARE_DATA} --dataset {wildcards.dataset} --data-dir {params.data_dir}"
-            " --action {params.action} {params.extra} --out {output} > {log} 2>&1"
+            " {how} {params.require_official} --out {output} > {log} 2>&1",
+            how=get_data_args(wildcards),
         )

@@ -16,8 +16,9 @@ rule train_cell:
         train=get_train_args,
     run:
         shell(
-            "{PYTHON} {RUN_CELL} {runner} -- train {params.train} > {log} 2>&1 || rc=$?; "
-            "{progress} >> {log} 2>&1; exit ${{rc:-0}}",
+            "{PYTHON} {RUN_CELL} {runner} -- train {params.train} {options} > {log} 2>&1"
+            " || rc=$?; {progress} >> {log} 2>&1; exit ${{rc:-0}}",
             runner=get_cell_runner_args(wildcards, threads),
+            options=get_train_options(),
             progress=get_progress_command(),
         )

@@ -37,13 +37,19 @@ def train_args(cfg, params):
     for axis in ("augment", "optimizer", "cudnn", "tf32", "deterministic", "canary", "seed"):
         args += ["--%s" % axis, p[axis]]
     args += ["--device", p["device"], "--download", "off"]
-    args += ["--keep-checkpoint", t["keep_checkpoint"], "--fast", t["fast"]]
+    args += ["--fast", t["fast"]]
     for key in ("epochs", "n_train", "n_test", "batch_size"):
         if t[key] is not None:
             args += ["--%s" % key.replace("_", "-"), t[key]]
     if cfg["data"]["require_official"]:
         args += ["--require-official", "on"]
     return args
+
+
+def train_options(cfg):
+    """`densenet train` options that do not change what a cell computes (not rule params,
+    so switching them never retrains finished cells)."""
+    return ["--keep-checkpoint", cfg["train"]["keep_checkpoint"]]
 
 
 def gradcheck_args(cfg, env_params):
@@ -57,12 +63,11 @@ def gradcheck_args(cfg, env_params):
 
 
 def data_args(cfg, action):
-    """Options of prepare_data.py beyond dataset, data dir and action."""
-    args = []
+    """How prepare_data.py gets the data (not a rule param: once the data is in place the
+    action becomes `identify`, and that must not redo the job)."""
+    args = ["--action", action]
     if action == "build":
         args += ["--builder", cfg["data"]["builder"]]
-    if cfg["data"]["require_official"]:
-        args.append("--require-official")
     return args
 
 

@@ -75,12 +75,12 @@ def plan(data_cfg, datasets, network=network_reachable_once):
         can_build = bool(builder) and name in BUILDABLE and os.path.isfile(builder)
         can_build = can_build and not data_cfg["require_official"]
         can_fall_back = data_cfg["fallback"] == "synthetic"
-        can_download = data_cfg["download"] == "auto"
+        can_download = data_cfg["download"] in ("auto", "on")
         if present(name, data_cfg["dir"]):
             actions[name] = "identify"
-        elif can_download and not (can_build or can_fall_back):
-            # Nothing else to try: no need to probe (it costs seconds on every `snakemake -n`);
-            # prepare_data downloads, or fails with its one-line reason at run time.
+        elif can_download and (data_cfg["download"] == "on" or not (can_build or can_fall_back)):
+            # Told to, or nothing else to try: no need to probe (it costs seconds on every
+            # `snakemake -n`); prepare_data downloads, or fails with its one-line reason.
             actions[name] = "download"
         elif can_download and network():
             actions[name] = "download"
