@@ -211,11 +211,12 @@ def profile_step(runner, batches, device, top=12):
 def bench_steps(args, device, batches, log):
     """Memory per runner (while it is built and warmed up), then interleaved timing rounds."""
     warmup = args.warmup or (6 if device.type == "cuda" else 2)
+    probe = PeakMemory(device)
+    probe.start()  # on CPU this also sets up the allocator for the measurements
     # A throwaway step pays first-use costs (cuDNN autotuning, kernel caches) outside every
     # runner's memory measurement.
     Runner("primer", args.model, False, False, device, args, log)(batches)
     runners, memory = [], {}
-    probe = PeakMemory(device)
     for name, fast, efficient in RUNNERS:
         probe.start()
         r = Runner(name, args.model, fast, efficient, device, args, log)
@@ -223,6 +224,7 @@ def bench_steps(args, device, batches, log):
             r(batches)
         memory[name] = probe.stop()
         runners.append(r)
+    probe.done()
     per_round = int(math.ceil(args.steps / float(args.rounds)))
     times = {r.name: [] for r in runners}
     walls = {r.name: 0.0 for r in runners}

@@ -65,20 +65,37 @@ def _proc_status_kib(field):
     raise OSError("%s not in /proc/self/status" % field)
 
 
+def _glibc():
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
 def _trim_heap():
     """Return freed heap pages to the OS (glibc), so a later phase's RSS is its own."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    libc = _glibc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
+def _mmap_threshold(nbytes):
+    """glibc: allocations of at least nbytes get their own mmap, unmapped on free. A small
+    threshold makes the RSS follow live tensors (glibc's default threshold grows up to 32 MiB
+    after frees, and the heap then keeps freed activations resident and reuses them, so a
+    later phase would not show its own peak)."""
+    libc = _glibc()
+    if libc is not None and hasattr(libc, "mallopt"):
+        libc.mallopt(-3, int(nbytes))  # -3: M_MMAP_THRESHOLD
 
 
 class PeakMemory(object):
     """Peak memory of a phase, as growth over the memory in use when the phase started.
 
     CUDA: max_memory_allocated (reset at start) minus memory_allocated at start.
-    CPU (Linux): VmHWM (reset at start via clear_refs) minus VmRSS at start; an upper bound on
-    what the phase allocated, since the process also maps code and caches on first use.
+    CPU (Linux): VmHWM (reset at start via clear_refs) minus VmRSS at start, with glibc's mmap
+    threshold lowered for the phase (see _mmap_threshold); an upper bound on what the phase
+    allocated, since the process also maps code and caches on first use.
     """
 
     def __init__(self, device):
@@ -88,7 +105,10 @@ class PeakMemory(object):
         if device.type == "cuda":
             self.method = "cuda max_memory_allocated growth over the phase"
         else:
-            self.method = "Linux VmHWM growth over the phase (clear_refs reset, malloc_trim first)"
+            self.method = (
+                "Linux VmHWM growth over the phase (clear_refs reset; glibc mmap threshold "
+                "128 KiB during it, malloc_trim first)"
+            )
 
     def start(self):
         gc.collect()
@@ -97,6 +117,7 @@ class PeakMemory(object):
             torch.cuda.reset_peak_memory_stats()
             self.base = torch.cuda.memory_allocated()
             return
+        _mmap_threshold(128 * 1024)
         _trim_heap()
         try:
             with open("/proc/self/clear_refs", "w") as f:
@@ -115,6 +136,13 @@ class PeakMemory(object):
         else:
             peak = _proc_status_kib("VmHWM") * 1024
         return max(peak - self.base, 0) / 2.0**20
+
+    def done(self):
+        """After the last phase: give glibc its usual large-allocation threshold back (its
+        default maximum, 32 MiB), so that timings after the memory phases see a heap that
+        reuses freed activations as a training process does."""
+        if self.device.type != "cuda":
+            _mmap_threshold(32 * 2**20)
 
 
 def finite_positive(x):
