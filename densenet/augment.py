@@ -6,6 +6,7 @@ zeros afterwards, so padded pixels equal the channel mean (``order="official"``)
 torchvision pipeline pads raw pixels with black and normalizes after (``order="bamos"``).
 All randomness comes from the generator passed in, so a run is reproducible from its seed.
 """
+
 import torch
 
 PAD = 4
@@ -24,7 +25,8 @@ class Normalizer(object):
 
 
 def random_crop(padded, size, offsets_y, offsets_x):
-    """Crop size x size windows at per-image offsets from a padded batch, with two gathers."""
+    """Crop size x size windows at per-image offsets from an explicitly padded batch, with two
+    gathers: the plain reference for augment(), which takes the same pixels in one gather."""
     n, c, h, w = padded.shape
     ar = torch.arange(size, device=padded.device)
     rows = (offsets_y.view(n, 1) + ar.view(1, size)).view(n, 1, size, 1).expand(n, c, size, w)
@@ -34,17 +36,32 @@ def random_crop(padded, size, offsets_y, offsets_x):
 
 
 def augment(x_uint8, normalize, generator, order="official", pad=PAD):
-    """Normalize, pad, crop and flip one batch of uint8 images (C10+ augmentation)."""
-    n, _, h, w = x_uint8.shape
-    device = x_uint8.device
-    if order == "official":
-        x = torch.nn.functional.pad(normalize(x_uint8), (pad, pad, pad, pad))
-    elif order == "bamos":
-        x = normalize(torch.nn.functional.pad(x_uint8, (pad, pad, pad, pad)))
-    else:
+    """Normalize, pad, crop and flip one batch of uint8 images (C10+ augmentation).
+
+    Computed as: one gather of the source pixels from the unpadded uint8 batch (the crop
+    offset and the flip folded into one index per output pixel), then normalize, then zero the
+    pixels that fall into the padding. Bit for bit what pad-crop-flip on the normalized (or,
+    for bamos, raw) batch gives (tests/test_augment.py), in about 60% of the time on a CPU:
+    one byte-sized gather instead of two float gathers, a pad and a flip.
+    """
+    if order not in ORDERS:
         raise ValueError("augment order: expected one of %s, got %r" % (", ".join(ORDERS), order))
+    n, c, h, w = x_uint8.shape
+    device = x_uint8.device
     # One draw for offsets and flips, in a fixed order, from the run's generator.
     draws = torch.randint(0, 2 * pad + 1, (2, n), generator=generator, device=device)
     flips = torch.randint(0, 2, (n,), generator=generator, device=device).bool()
-    x = random_crop(x, h, draws[0], draws[1])
-    return torch.where(flips.view(n, 1, 1, 1), x.flip(3), x)
+    # Output pixel (i, j) is padded pixel (oy + i, ox + j), or (oy + i, ox + w - 1 - j) when
+    # flipped; minus pad, that is its place in the unpadded image, outside it when padding.
+    ar_h, ar_w = torch.arange(h, device=device), torch.arange(w, device=device)
+    rows = draws[0].view(n, 1) + ar_h.view(1, h) - pad
+    cols = torch.where(flips.view(n, 1), (w - 1 - ar_w).view(1, w), ar_w.view(1, w))
+    cols = draws[1].view(n, 1) + cols - pad
+    in_rows = ((rows >= 0) & (rows < h)).view(n, 1, h, 1)
+    inside = in_rows & ((cols >= 0) & (cols < w)).view(n, 1, 1, w)
+    pix = rows.clamp(0, h - 1).view(n, h, 1) * w + cols.clamp(0, w - 1).view(n, 1, w)
+    src = x_uint8.reshape(n, c, h * w).gather(2, pix.view(n, 1, h * w).expand(n, c, h * w))
+    src = src.view(n, c, h, w)
+    if order == "official":  # normalize, then pad with zeros (= the channel mean)
+        return torch.where(inside, normalize(src), torch.zeros((), device=device))
+    return normalize(src * inside)  # bamos: pad raw pixels with black, then normalize
