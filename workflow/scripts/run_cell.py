@@ -165,9 +165,15 @@ def run_docker(argv, cell_dir, data_dir, args, gpu, log):
 def outcome(command, cell_dir):
     """(ok, reason): did the child leave a result that is not a failure?"""
     name = RESULTS.get(command)
-    result = read_json(os.path.join(cell_dir, name)) if name else None
-    if result is None:
-        return False, "no %s was written" % name if name else "unknown subcommand %r" % command
+    if not name:
+        return False, "unknown subcommand %r" % command
+    path = os.path.join(cell_dir, name)
+    if not os.path.exists(path):
+        return False, "no %s was written" % name
+    result = read_json(path)
+    if not isinstance(result, dict):
+        # A torn or damaged result is never taken for one (issue 7): the job is failed.
+        return False, "%s is corrupt (not a readable JSON object)" % name
     if command == "train":
         status = result.get("status")
         return status in RESULT_STATUSES, result.get("reason") or "status %s" % status

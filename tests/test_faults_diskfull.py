@@ -1,0 +1,218 @@
+"""Fault suite, disk full (issue 7): a write that fails with ENOSPC half-way leaves nothing
+partial where a later step would read it. The destination keeps its previous version (or stays
+absent) and the temp file is removed, for checkpoint.pt, metrics.csv, summary.json,
+gradcheck.json and the report's CSVs and HTML; a training run that hits it fails in one line
+and resumes once there is space again. Injected two ways: a patched writer (ENOSPC raised after
+half of the temp file is written) and, as root, a real tmpfs too small for the next checkpoint.
+"""
+
+import errno
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import report_fixtures as fx
+from conftest import REPO
+from faultinject import WriteFault, raise_enospc
+from faultlib import (
+    ENV,
+    FAULTINJECT,
+    TINY,
+    error_lines,
+    inject,
+    interrupted_cell,
+    metrics_rows,
+    read_json,
+    reference_cell,
+    results,
+    temp_files,
+    train_argv,
+)
+
+import report.atomic
+from densenet import atomic, checkpoint, train
+from report.cli import main as report_main
+
+sys.path.insert(0, os.path.join(REPO, "workflow", "scripts"))
+
+import render_report  # noqa: E402  (workflow/scripts is not a package)
+
+
+def fill_disk(monkeypatch, module, name):
+    """The next atomic write of `name` through `module` fails with ENOSPC half-way."""
+    monkeypatch.setattr(module, "write_bytes", module.write_bytes)  # undone after the test
+    monkeypatch.setattr(module, "os", module.os)
+    WriteFault(module, name, 1, "during", raise_enospc)
+
+
+def rows(n):
+    return [dict(dict.fromkeys(train.METRIC_COLUMNS, 0.5), epoch=e) for e in range(1, n + 1)]
+
+
+# file -> writer(cell dir, version): the production call that writes that file.
+WRITERS = {
+    "checkpoint.pt": lambda d, v: checkpoint.save(os.path.join(d, "checkpoint.pt"), {"epoch": v}),
+    "metrics.csv": lambda d, v: train.Cell(d).write_metrics(rows(v)),
+    "summary.json": lambda d, v: atomic.write_json(
+        os.path.join(d, "summary.json"), train.summary("completed", {}, rows(v), 1.0, None)
+    ),
+}
+
+
+@pytest.mark.parametrize("previous", [True, False], ids=["over-previous", "new-file"])
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_enospc_leaves_the_previous_version_and_no_temp_file(name, previous, tmp_path, monkeypatch):
+    cell = str(tmp_path)
+    write = WRITERS[name]
+    if previous:
+        write(cell, 1)
+    before = sorted(os.listdir(cell))
+    old = open(os.path.join(cell, name), "rb").read() if previous else None
+    fill_disk(monkeypatch, atomic, name)
+    with pytest.raises(OSError) as err:
+        write(cell, 2)
+    assert err.value.errno == errno.ENOSPC
+    assert sorted(os.listdir(cell)) == before  # no temp file, nothing new
+    if previous:
+        assert open(os.path.join(cell, name), "rb").read() == old
+    if previous and name == "checkpoint.pt":
+        assert checkpoint.load(os.path.join(cell, name)) == {"epoch": 1}  # still verifiable
+
+
+@pytest.fixture(scope="module")
+def rendered_study(tmp_path_factory):
+    """A small study (two cells, two envs) and its report, rendered once."""
+    root = str(tmp_path_factory.mktemp("diskfull") / "smokestudy")
+    manifest = fx.build_smoke_study(root)
+    out = os.path.join(root, "report")
+    assert report_main(["--manifest", manifest, "--out", out]) == 0
+    return manifest, out
+
+
+def snapshot(folder):
+    return {n: open(os.path.join(folder, n), "rb").read() for n in sorted(os.listdir(folder))}
+
+
+@pytest.mark.parametrize("name", ["runs.csv", "curves.csv", "report.html"])
+def test_enospc_while_rendering_keeps_the_previous_report(name, rendered_study, monkeypatch):
+    manifest, out = rendered_study
+    before = snapshot(out)
+    fill_disk(monkeypatch, report.atomic, name)
+    with pytest.raises(OSError) as err:
+        report_main(["--manifest", manifest, "--out", out])
+    assert err.value.errno == errno.ENOSPC
+    after = snapshot(out)
+    assert not temp_files(out)
+    assert after[name] == before[name]  # the file being written: untouched
+    # report.html goes last, so the page never links to CSVs that were not written.
+    assert after["report.html"] == before["report.html"]
+
+
+def test_enospc_in_the_workflow_render_keeps_the_previous_report(rendered_study, monkeypatch):
+    """workflow/scripts/render_report.py renders into a temp folder swapped in only when the
+    renderer succeeds: a renderer dying of ENOSPC (here in a real subprocess, through
+    tests/faultinject.py) leaves the published folder as it was and no temp folder."""
+    manifest, out = rendered_study
+    before = snapshot(out)
+    real_call = subprocess.call
+
+    def report_on_a_full_disk(argv, **kwargs):
+        assert argv[1:3] == ["-m", "report"]
+        faulty = [argv[0], FAULTINJECT, "--enospc", "report.html:1", "--", "report"]
+        return real_call(faulty + argv[3:], **kwargs)
+
+    monkeypatch.setattr(render_report.subprocess, "call", report_on_a_full_disk)
+    assert render_report.main(["--manifest", manifest, "--out", out]) != 0
+    assert snapshot(out) == before
+    parent = os.path.dirname(out)
+    assert not [n for n in os.listdir(parent) if n.startswith(".report-")]
+
+
+@pytest.mark.slow
+def test_enospc_on_gradcheck_json_leaves_the_previous_verdict(tmp_path):
+    (tmp_path / "gradcheck.json").write_text('{"verdict": "pass", "previous": true}\n')
+    res = inject(
+        "--enospc", "gradcheck.json:1", "--",
+        "densenet", "gradcheck", "--out", tmp_path, "--device", "cpu", "--batch-size", "2",
+        "--steps", "1",
+    )  # fmt: skip
+    assert res.returncode == 1
+    assert "No space left on device" in res.stderr.strip().splitlines()[-1]
+    assert read_json(tmp_path / "gradcheck.json") == {"verdict": "pass", "previous": True}
+    assert not temp_files(tmp_path)
+
+
+def check_failed_on_full_disk(cell, res):
+    """A training run that hit ENOSPC on epoch 2's checkpoint: one error line, the cell as it
+    was after epoch 1 (checkpoint verifiable), no temp file, summary `failed`."""
+    assert res.returncode == 1, res.stderr
+    [line] = error_lines(res.stderr)
+    assert line.startswith("error: [Errno 28] No space left on device")
+    assert res.stderr.strip().splitlines()[-1] == line
+    assert checkpoint.load(str(cell / "checkpoint.pt"))["epoch"] == 1
+    assert len(metrics_rows(cell / "metrics.csv")) == 1
+    assert not temp_files(cell)
+    assert read_json(cell / "summary.json")["status"] == "failed"
+
+
+def check_resumes_after_space_is_freed(cell, reference):
+    again = inject("--", *train_argv(cell))
+    assert again.returncode == 0, again.stderr
+    assert "resuming from %s at epoch 2" % (cell / "checkpoint.pt") in again.stderr
+    assert metrics_rows(cell / "metrics.csv") == metrics_rows(reference / "metrics.csv")
+    assert results(cell) == results(reference)
+
+
+@pytest.mark.slow
+def test_training_on_a_full_disk_fails_cleanly_and_resumes(tmp_path, tmp_path_factory):
+    reference = reference_cell(tmp_path_factory)
+    cell = tmp_path / "cell"
+    res = inject("--enospc", "checkpoint.pt:2", "--", *train_argv(cell))
+    check_failed_on_full_disk(cell, res)
+    check_resumes_after_space_is_freed(cell, reference)
+
+
+TMPFS_SCRIPT = """
+mount -t tmpfs -o size="$1" tmpfs "$2" || exit 99
+mnt=$2; dest=$3; shift 3
+"$@" --out "$mnt/cell"; rc=$?
+cp -a "$mnt/cell" "$dest"
+exit $rc
+"""
+
+
+@pytest.mark.slow
+def test_training_on_a_real_full_tmpfs_fails_cleanly_and_resumes(tmp_path, tmp_path_factory):
+    """The same on a real filesystem: a private tmpfs (unshare --mount, gone with the process)
+    that holds one checkpoint and a half, so epoch 2's temp checkpoint runs out of space."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare(1) to mount a private tmpfs")
+    reference = reference_cell(tmp_path_factory)
+    size = os.path.getsize(str(interrupted_cell(tmp_path_factory) / "checkpoint.pt"))
+    limit = size * 3 // 2 + 64 * 1024  # the small files fit; a second checkpoint does not
+    mnt, cell = tmp_path / "mnt", tmp_path / "cell"
+    mnt.mkdir()
+    argv = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        TMPFS_SCRIPT,
+        "sh",
+        str(limit),
+        str(mnt),
+        str(cell),
+        sys.executable,
+        "-m",
+        "densenet",
+        "train",
+    ] + TINY
+    res = subprocess.run(argv, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)
+    if res.returncode == 99:
+        pytest.skip("cannot mount a tmpfs here: %s" % res.stderr.strip().splitlines()[-1])
+    check_failed_on_full_disk(cell, res)
+    check_resumes_after_space_is_freed(cell, reference)
