@@ -206,3 +206,15 @@ def test_gpu_slots_policies(monkeypatch, tmp_path):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     with gpu_slots.claim("auto", lambda _: None) as gpu:
         assert gpu is None  # no GPU: the job runs on the CPU
+
+
+def test_bench_probe_is_a_file_result(tmp_path):
+    import run_cell as runner
+
+    assert runner.out_path("bench", "/cell") == "/cell/probe.json"
+    assert runner.out_path("train", "/cell") == "/cell"
+    assert runner.outcome("bench", str(tmp_path)) == (False, "no probe.json was written")
+    (tmp_path / "probe.json").write_text('{"models": {}}')
+    assert runner.outcome("bench", str(tmp_path))[0]
+    (tmp_path / "gradcheck.json").write_text('{"max_rel_err": 1}')
+    assert runner.outcome("gradcheck", str(tmp_path)) == (False, "gradcheck.json has no verdict")

@@ -11,7 +11,8 @@ rule write_manifest:
         save_manifest(output[0], params.manifest, log[0])
 
 
-# The final report, once every cell and gradient check has run (failed ones included).
+# The final report, once every cell and gradient check has a result (a failed cell has none:
+# then the re-render after it, onerror below and `snakemake report` show the study).
 rule render_report:
     input:
         manifest=rules.write_manifest.output,

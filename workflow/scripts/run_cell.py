@@ -1,4 +1,4 @@
-"""Run one `python -m densenet` job (train or gradcheck) for the workflow (docs/contracts.md).
+"""Run one `python -m densenet` job (train, gradcheck, bench) for the workflow (docs/contracts.md).
 
     python workflow/scripts/run_cell.py --runner local|docker --torch KEY --cell-dir DIR
         [--data-dir DIR] [--lock containers/images.lock.yaml] [--strict-digests]
@@ -6,7 +6,8 @@
 
 Appends --out (and --data-dir) as the started process sees them, streams its log to stdout,
 and exits 0 when the job produced a result (train: summary.json completed, diverged or
-skipped; gradcheck: gradcheck.json with a verdict): results are not retried. Any other end is
+skipped; gradcheck: gradcheck.json with a verdict; bench: the probe file, --out is
+DIR/probe.json): results are not retried. Any other end is
 a failure: failure.json in the cell directory (Snakemake deletes a failed job's declared
 output, so this is where the report finds why), and the child's exit code. An interrupted job
 (SIGINT/SIGTERM) leaves no failure.json: the cell stays resumable from its checkpoint.
@@ -27,7 +28,9 @@ sys.path.insert(0, HERE)
 
 import gpu_slots  # noqa: E402  (sibling module; workflow/scripts is not a package)
 
-RESULTS = {"train": "summary.json", "gradcheck": "gradcheck.json"}
+RESULTS = {"train": "summary.json", "gradcheck": "gradcheck.json", "bench": "probe.json"}
+# Subcommands whose --out is a file in the cell directory rather than the directory itself.
+OUT_IS_FILE = ("bench",)
 RESULT_STATUSES = ("completed", "diverged", "skipped")
 LOG_TAIL_LINES = 60
 CONTAINER_CELL, CONTAINER_DATA = "/cell", "/data"
@@ -97,9 +100,16 @@ class Interrupted(Exception):
         self.signum = signum
 
 
+def out_path(command, cell_dir):
+    """What --out names: the cell directory, or the result file in it (bench)."""
+    if command in OUT_IS_FILE:
+        return "%s/%s" % (cell_dir.rstrip("/"), RESULTS[command])
+    return cell_dir
+
+
 def run_local(argv, cell_dir, data_dir, gpu_policy, gpu, threads, log):
     """Run `python -m densenet` in this environment; return its exit code."""
-    argv = [sys.executable, "-m", "densenet"] + argv + ["--out", cell_dir]
+    argv = [sys.executable, "-m", "densenet"] + argv + ["--out", out_path(argv[0], cell_dir)]
     if data_dir:
         argv += ["--data-dir", data_dir]
     env = dict(os.environ, PYTHONUNBUFFERED="1", **host_environ())
@@ -150,7 +160,7 @@ def run_docker(argv, cell_dir, data_dir, args, gpu, log):
         raise RuntimeError("--runner docker cannot start: %s" % exc) from None
     image = image_lock.read_entry(args.lock, args.torch)
     image.update(lock=os.path.abspath(args.lock), strict=args.strict_digests)
-    argv = ["python", "-m", "densenet"] + argv + ["--out", CONTAINER_CELL]
+    argv = ["python", "-m", "densenet"] + argv + ["--out", out_path(argv[0], CONTAINER_CELL)]
     if data_dir:
         argv += ["--data-dir", CONTAINER_DATA]
     # docker_runner hands the DENSENET_* and thread variables of this process to the container.
@@ -177,7 +187,9 @@ def outcome(command, cell_dir):
     if command == "train":
         status = result.get("status")
         return status in RESULT_STATUSES, result.get("reason") or "status %s" % status
-    return "verdict" in result, "gradcheck.json has no verdict"
+    if command == "gradcheck":
+        return "verdict" in result, "gradcheck.json has no verdict"
+    return True, None
 
 
 def parse_args(argv):
