@@ -33,8 +33,11 @@ PER_CLASS = {"train": 6, "test": 10}  # per batch file: 60 images x 5 train batc
 
 
 def write_pickle(path, obj):
+    # Protocol 4 stores the pixel array as raw bytes, as the release's Python 2 pickles do
+    # (protocol 2 in Python 3 would store them as UTF-8 text, where a flipped byte breaks the
+    # pickle instead of changing a pixel).
     with open(path, "wb") as f:
-        pickle.dump(obj, f, protocol=2)
+        pickle.dump(obj, f, protocol=4)
 
 
 @pytest.fixture(scope="module")

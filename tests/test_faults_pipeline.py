@@ -1,0 +1,59 @@
+"""Fault suite, a failed cell inside a study (issue 7): one cell's job fails, the other cells go
+on (the profiles' keep-going), the failed cell keeps its reason and log tail in failure.json,
+and the report rendered after the failed run shows it as `failed` beside the completed one.
+
+The fault is a realistic leftover: a checkpoint.pt made under another configuration in the
+cell's directory, which the trainer refuses to resume from (exit 1, one line)."""
+
+import csv
+import json
+import os
+
+import pytest
+from pipeline_helpers import checkout, snakemake
+
+from densenet import checkpoint
+
+pytestmark = pytest.mark.slow
+
+CELL = (
+    "densenet-bc40-k12.synthetic.aug-on.sgd.torch-local.cudnn-on.tf32-off.det-off."
+    "canary-none.seed-%d"
+)
+TINY_STUDY = [
+    'axes={"dataset": ["synthetic"], "canary": ["none"], "seed": [0, 1]}',
+    'train={"epochs": 1, "n_train": 200, "n_test": 100}',
+    'gradcheck={"batch_size": 2, "steps": 1}',
+]
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def test_a_failed_cell_does_not_stop_the_study(tmp_path):
+    work = checkout(tmp_path / "repo")
+    cells = os.path.join(work, "results", "default", "cells")
+    good, bad = os.path.join(cells, CELL % 0), os.path.join(cells, CELL % 1)
+    os.makedirs(bad)
+    stale = {"epoch": 1, "config": {"model": "densenet40-k12"}}  # another study's cell
+    checkpoint.save(os.path.join(bad, "checkpoint.pt"), stale)
+
+    res = snakemake(work, "--profile", "workflow/profiles/default", "--config", *TINY_STUDY)
+    log = res.stdout[-3000:] + res.stderr[-3000:]
+    assert res.returncode != 0, log  # the study reports the failure, and goes on:
+    assert read_json(os.path.join(good, "summary.json"))["status"] == "completed", log
+    failure = read_json(os.path.join(bad, "failure.json"))
+    assert failure["status"] == "failed" and failure["exit_code"] == 1
+    assert "was made with a different config (" in failure["reason"]
+    assert "model: 'densenet40-k12' vs 'densenet-bc40-k12'" in failure["reason"]
+    assert any(line.startswith("error: checkpoint") for line in failure["log_tail"])
+    assert not os.path.exists(os.path.join(bad, "summary.json"))
+
+    runs_csv = os.path.join(work, "results", "default", "report", "runs.csv")
+    with open(runs_csv) as f:
+        runs = {r["cell_id"]: r for r in csv.DictReader(f)}
+    assert runs[CELL % 0]["status"] == "completed"
+    assert runs[CELL % 1]["status"] == "failed"
+    assert "different config" in runs[CELL % 1]["reason"]
