@@ -159,7 +159,11 @@ def main(argv=None):
     out = predict(read_json(args.manifest), probes)
     write_json_atomic(args.out, out)
     known = [v["predicted_s"] for v in out.values() if v["predicted_s"] is not None]
-    print("predicted %d of %d cells: %.1f h in all" % (len(known), len(out), sum(known) / 3600.0))
+    total = sum(known)
+    print(
+        "predicted %d of %d cells: %.0f s (%.2f h) in all"
+        % (len(known), len(out), total, total / 3600)
+    )
     return 0
 
 
