@@ -115,16 +115,31 @@ def reference_cell(tmp_path_factory):
     return _CACHE["reference"]
 
 
-def interrupted_cell(tmp_path_factory):
-    """A cell killed (-9) at the start of epoch 2's evaluation: checkpoint.pt and metrics.csv
-    of epoch 1, no summary.json (once per session; tests damage copies of it)."""
-    if "interrupted" not in _CACHE:
-        out = tmp_path_factory.mktemp("interrupted") / "cell"
-        res = inject("--kill-at", "epoch2-evaluation", "--", *train_argv(out))
+def killed_cell(tmp_path_factory, position):
+    """The tiny cell killed (-9) at a faultinject.KILL_POSITIONS position (once per session
+    and position; tests damage copies of it)."""
+    if position not in _CACHE:
+        out = tmp_path_factory.mktemp("killed-" + position) / "cell"
+        res = inject("--kill-at", position, "--", *train_argv(out))
         assert res.returncode == -9, res.stderr
-        assert len(metrics_rows(out / "metrics.csv")) == 1
-        _CACHE["interrupted"] = out
-    return _CACHE["interrupted"]
+        _CACHE[position] = out
+    return _CACHE[position]
+
+
+def interrupted_cell(tmp_path_factory):
+    """Killed at the start of epoch 2's evaluation: checkpoint.pt and metrics.csv of epoch 1,
+    no summary.json; a rerun trains epoch 2."""
+    cell = killed_cell(tmp_path_factory, "epoch2-evaluation")
+    assert len(metrics_rows(cell / "metrics.csv")) == 1
+    return cell
+
+
+def trained_cell(tmp_path_factory):
+    """Killed after the last epoch, before summary.json: a rerun trains nothing, so what it
+    writes comes from the checkpoint alone."""
+    cell = killed_cell(tmp_path_factory, "before-summary")
+    assert len(metrics_rows(cell / "metrics.csv")) == EPOCHS
+    return cell
 
 
 def render_report(results_dir, out):
