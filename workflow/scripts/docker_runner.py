@@ -342,7 +342,10 @@ def write_json(path, obj):
 def write_skipped(cell_dir, command, argv, env, reason):
     """The result of a cell the preflight skipped, in densenet's own skip formats (train:
     summary.json status `skipped`; gradcheck: gradcheck.json verdict `skipped` with its
-    environment), so the report cannot tell who skipped it; env.json for train cells."""
+    environment), so the report cannot tell who skipped it; env.json for train cells. Other
+    subcommands (bench) have no skip format: nothing is written, the log says why."""
+    if command not in RESULT_FILES:
+        return
     config = {"argv": list(argv)}
     environ, flags = (env["environ"], env.get("flags")) if env else (None, None)
     if command == "gradcheck":
@@ -370,7 +373,7 @@ def write_skipped(cell_dir, command, argv, env, reason):
                 os.path.join(cell_dir, "env.json"),
                 {"environ": environ, "flags": flags, "dataset": None, "config": config},
             )
-    write_json(os.path.join(cell_dir, RESULT_FILES.get(command, "summary.json")), result)
+    write_json(os.path.join(cell_dir, RESULT_FILES[command]), result)
 
 
 def wants_gpu(argv, gpu):
