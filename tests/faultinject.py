@@ -84,13 +84,7 @@ class WriteFault(object):
     """
 
     def __init__(self, module, name, nth, phase, action):
-        self.module, self.name, self.nth, self.phase, self.action = (
-            module,
-            name,
-            nth,
-            phase,
-            action,
-        )
+        self.name, self.nth, self.phase, self.action = name, nth, phase, action
         self.count, self.armed, self.path = 0, False, None
         self.original = module.write_bytes
         module.write_bytes = self.write_bytes
