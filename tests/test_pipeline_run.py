@@ -126,7 +126,7 @@ def interrupt_study(tmp_path, signum):
     work = checkout(tmp_path / "repo")
     config = [
         'axes={"dataset": ["synthetic"], "canary": ["none"], "seed": [0, 1, 2]}',
-        'train={"epochs": 3, "n_train": 192, "n_test": 64}',
+        'train={"epochs": 2, "n_train": 128, "n_test": 64}',
         TINY_GRADCHECK,
     ]
     args = ["--cores", "all", "--config"] + config
