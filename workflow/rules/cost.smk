@@ -1,7 +1,7 @@
 # Cost prediction (issue 6): before the cells train, a short timing probe per environment (a
 # few steps of each model and optimizer its cells use, through the same runner as training),
 # then one predicted time per cell, which the report shows beside the measured one. Include
-# after common.smk and report.smk; run_cell.py must accept `bench` (its result: probe.json).
+# after common.smk and report.smk (it uses their helpers and rules.write_manifest).
 
 import predict_cost  # noqa: E402  (workflow/scripts, on sys.path via common.smk)
 
