@@ -8,12 +8,14 @@ import predict_cost  # noqa: E402  (workflow/scripts, on sys.path via common.smk
 PREDICT_COST = os.path.join(SCRIPTS, "predict_cost.py")
 
 
-# A few timed steps per model in one environment (seconds on a GPU, minutes on a CPU).
+# A few timed steps per model in one environment (seconds on a GPU, minutes on a CPU); high
+# priority, so that the prediction exists before the cells are trained.
 rule probe_cost:
     output:
         "results/{study}/cost/{env}/probe.json",
     log:
         "results/{study}/logs/cost/{env}.log",
+    priority: 90
     threads: get_threads()
     resources:
         gpu=get_gpu_count,
@@ -44,6 +46,7 @@ rule predict_cost:
         "results/{study}/predicted_cost.json",
     log:
         "results/{study}/logs/predicted_cost.log",
+    priority: 90
     run:
         shell(
             "{PYTHON} {PREDICT_COST} --manifest {input.manifest} --out {output}"
