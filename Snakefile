@@ -15,6 +15,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/gradcheck.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/cost.smk"
 
 
 # Every cell of the study, its gradient checks and the report.

@@ -97,7 +97,18 @@ def get_final_targets():
     re-rendered after each cell, so after an interrupt it exists while cells are missing.
     """
     cells = get_all_summaries(None) + get_all_gradchecks(None)
-    return cells + ["%s/manifest.json" % STUDY_DIR, "%s/report" % STUDY_DIR]
+    return (
+        cells
+        + get_predicted_cost(None)
+        + ["%s/manifest.json" % STUDY_DIR, "%s/report" % STUDY_DIR]
+    )
+
+
+def get_predicted_cost(wildcards):
+    """The cost prediction, when report.predict_cost asks for one (the report shows it)."""
+    return (
+        ["%s/predicted_cost.json" % STUDY_DIR] if CFG["report"]["predict_cost"] else []
+    )
 
 
 def get_data_args(wildcards):

@@ -18,6 +18,7 @@ rule render_report:
         manifest=rules.write_manifest.output,
         summaries=get_all_summaries,
         gradchecks=get_all_gradchecks,
+        predicted=get_predicted_cost,
     output:
         report(directory("results/{study}/report"), htmlindex="report.html"),
     log:
