@@ -5,6 +5,7 @@ renames it over the destination (rename is atomic within one filesystem). If any
 (disk full, kill), the temporary file is removed where possible and the destination is
 untouched; a leftover ``.tmp-*`` file from a kill -9 is never read by anything.
 """
+
 import csv
 import io
 import json

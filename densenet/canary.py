@@ -8,6 +8,7 @@ strides, then runs the ordinary convolution backward on those wrong numbers. Wit
 contiguous grad_output it is an ordinary convolution, so forward passes and gradient checks
 with plain grad layouts see nothing wrong: the failure only shows through a concatenation.
 """
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -48,11 +49,13 @@ class _BuggyConvBackward(torch.autograd.Function):
         g = misread_as_contiguous(grad_out)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = torch.nn.grad.conv2d_input(x.shape, weight, g, stride, padding, dilation,
-                                                groups)
+            grad_x = torch.nn.grad.conv2d_input(
+                x.shape, weight, g, stride, padding, dilation, groups
+            )
         if ctx.needs_input_grad[1]:
-            grad_w = torch.nn.grad.conv2d_weight(x, weight.shape, g, stride, padding, dilation,
-                                                 groups)
+            grad_w = torch.nn.grad.conv2d_weight(
+                x, weight.shape, g, stride, padding, dilation, groups
+            )
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = g.sum((0, 2, 3))
         return grad_x, grad_w, grad_b, None, None, None, None
@@ -67,5 +70,6 @@ class NoncontigGradConv2d(nn.Conv2d):
     """nn.Conv2d whose backward misreads a non-contiguous grad_output (the canary)."""
 
     def forward(self, x):
-        return _BuggyConvBackward.apply(x, self.weight, self.bias, self.stride, self.padding,
-                                        self.dilation, self.groups)
+        return _BuggyConvBackward.apply(
+            x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
+        )

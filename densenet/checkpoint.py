@@ -4,6 +4,7 @@ A checkpoint is written atomically (atomic.py), so a kill leaves the previous on
 top of that the payload carries its own SHA-256: a truncated or bit-flipped file is named in
 one line and never loaded (the caller moves it aside and starts the cell again).
 """
+
 import hashlib
 import io
 import os
@@ -23,8 +24,9 @@ def save(path, state):
     buf = io.BytesIO()
     torch.save(state, buf)
     payload = buf.getvalue()
-    atomic.save_torch(path, {"format": FORMAT, "sha256": hashlib.sha256(payload).hexdigest(),
-                             "payload": payload})
+    atomic.save_torch(
+        path, {"format": FORMAT, "sha256": hashlib.sha256(payload).hexdigest(), "payload": payload}
+    )
 
 
 def _torch_load(src):
@@ -39,7 +41,9 @@ def load(path):
     try:
         outer = _torch_load(path)
     except Exception as exc:
-        raise CheckpointError("checkpoint %s is unreadable (%s)" % (path, _first_line(exc)))
+        raise CheckpointError(
+            "checkpoint %s is unreadable (%s)" % (path, _first_line(exc))
+        ) from None
     if not isinstance(outer, dict) or outer.get("format") != FORMAT:
         raise CheckpointError("checkpoint %s is not a %s file" % (path, FORMAT))
     payload = outer.get("payload") or b""

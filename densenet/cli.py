@@ -3,6 +3,7 @@
 Bad arguments give one line naming the argument and the allowed values, and exit code 2.
 Exit codes of `train`: 0 completed, 1 failed, 2 usage, 3 diverged, 4 skipped.
 """
+
 import argparse
 import json
 import os
@@ -22,7 +23,7 @@ def positive_int(text):
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError("expected a positive integer, got %r" % text)
+        raise argparse.ArgumentTypeError("expected a positive integer, got %r" % text) from None
     if value <= 0:
         raise argparse.ArgumentTypeError("expected a positive integer, got %r" % text)
     return value
@@ -57,8 +58,12 @@ def build_parser():
     p.add_argument("--dataset", choices=DATASETS, default="cifar10")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--download", choices=ON_OFF, default="off")
-    p.add_argument("--require-official", choices=ON_OFF, default="off",
-                   help="refuse data whose checksums are not the official release's")
+    p.add_argument(
+        "--require-official",
+        choices=ON_OFF,
+        default="off",
+        help="refuse data whose checksums are not the official release's",
+    )
     p.add_argument("--augment", choices=ON_OFF, default="on")
     p.add_argument("--augment-order", choices=("official", "bamos"), default="official")
     p.add_argument("--protocol", choices=sorted(PROTOCOLS), default="smoke")
@@ -72,10 +77,15 @@ def build_parser():
     p.add_argument("--dropout", type=float, help="default: 0.2 with --augment off, else 0")
     p.add_argument("--stem", choices=STEMS, default="paper")
     p.add_argument("--bias", choices=ON_OFF, default="off")
-    p.add_argument("--efficient", choices=ON_OFF, default="off",
-                   help="recompute bottlenecks in backward (less memory, same arithmetic)")
-    p.add_argument("--fast", choices=("auto",) + ON_OFF, default="auto",
-                   help="auto: on for CUDA, off for CPU")
+    p.add_argument(
+        "--efficient",
+        choices=ON_OFF,
+        default="off",
+        help="recompute bottlenecks in backward (less memory, same arithmetic)",
+    )
+    p.add_argument(
+        "--fast", choices=("auto",) + ON_OFF, default="auto", help="auto: on for CUDA, off for CPU"
+    )
     p.add_argument("--keep-checkpoint", choices=ON_OFF, default="off")
     p.add_argument("--image-ref", default=None, help="image tag@digest, recorded in env.json")
     add_numerics(p)
@@ -84,10 +94,18 @@ def build_parser():
     p.add_argument("--out", required=True)
     p.add_argument("--model", default="densenet-bc40-k12", choices=MODEL_NAMES)
     p.add_argument("--batch-size", type=positive_int, default=16)
-    p.add_argument("--steps", type=positive_int, default=3,
-                   help="training steps per run of the determinism check")
-    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="sgd",
-                   help="optimizer of the determinism check")
+    p.add_argument(
+        "--steps",
+        type=positive_int,
+        default=3,
+        help="training steps per run of the determinism check",
+    )
+    p.add_argument(
+        "--optimizer",
+        choices=sorted(OPTIMIZERS),
+        default="sgd",
+        help="optimizer of the determinism check",
+    )
     p.add_argument("--image-ref", default=None)
     add_numerics(p)
 
@@ -105,23 +123,28 @@ def cmd_models(args):
     rows = []
     for name in MODEL_NAMES:
         model = build_model(name)
-        rows.append({"name": name, "params": count_params(model),
-                     "flops_per_img": count_flops(model)})
+        rows.append(
+            {"name": name, "params": count_params(model), "flops_per_img": count_flops(model)}
+        )
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
     print("%-20s %12s %14s" % ("model", "params", "GFLOPs/img"))
     for r in rows:
-        print("%-20s %12s %14.3f" % (r["name"], "{:,}".format(r["params"]),
-                                     r["flops_per_img"] / 1e9))
+        print(
+            "%-20s %12s %14.3f" % (r["name"], "{:,}".format(r["params"]), r["flops_per_img"] / 1e9)
+        )
     return 0
 
 
 def cmd_env(args):
     from . import envinfo, numerics
 
-    print(json.dumps({"environ": envinfo.environ(), "flags": numerics.read_flags()}, indent=1,
-                     sort_keys=True))
+    print(
+        json.dumps(
+            {"environ": envinfo.environ(), "flags": numerics.read_flags()}, indent=1, sort_keys=True
+        )
+    )
     return 0
 
 
@@ -148,8 +171,10 @@ def cmd_train(args):
             traceback.print_exc()
         sys.stderr.write("error: %s\n" % reason)
         try:
-            atomic.write_json(os.path.join(cfg["out"], "summary.json"),
-                              summary("failed", cfg, [], None, None, reason=reason))
+            atomic.write_json(
+                os.path.join(cfg["out"], "summary.json"),
+                summary("failed", cfg, [], None, None, reason=reason),
+            )
         except OSError:
             pass
         return EXIT_FAILED
@@ -157,7 +182,7 @@ def cmd_train(args):
 
 def one_line(exc):
     text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def cmd_gradcheck(args):
@@ -172,8 +197,13 @@ def cmd_bench(args):
     return main(args)
 
 
-COMMANDS = {"models": cmd_models, "env": cmd_env, "train": cmd_train, "gradcheck": cmd_gradcheck,
-            "bench": cmd_bench}
+COMMANDS = {
+    "models": cmd_models,
+    "env": cmd_env,
+    "train": cmd_train,
+    "gradcheck": cmd_gradcheck,
+    "bench": cmd_bench,
+}
 
 
 def main(argv=None):

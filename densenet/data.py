@@ -5,6 +5,7 @@ Every dataset comes back as uint8 tensors (N, 3, 32, 32) and int64 labels, the w
 once: CIFAR is 150 MB as uint8, so it lives on the training device and batches are sliced and
 augmented there (see augment.py); there are no worker processes and no per-image Python.
 """
+
 import hashlib
 import os
 import pickle
@@ -114,16 +115,18 @@ def download(name, data_dir):
     try:
         import torchvision
     except ImportError:
-        raise DataError("dataset %s: downloading needs torchvision, which is not installed; "
-                        "put the official python version under %s instead"
-                        % (name, folder(name, data_dir)))
+        raise DataError(
+            "dataset %s: downloading needs torchvision, which is not installed; "
+            "put the official python version under %s instead" % (name, folder(name, data_dir))
+        ) from None
     cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
     try:
         cls(data_dir, train=True, download=True)
     except Exception as exc:
-        raise DataError("dataset %s: download failed (%s); without network, copy the official "
-                        "python version to %s" % (name, str(exc).splitlines()[0],
-                                                   folder(name, data_dir)))
+        raise DataError(
+            "dataset %s: download failed (%s); without network, copy the official "
+            "python version to %s" % (name, str(exc).splitlines()[0], folder(name, data_dir))
+        ) from None
 
 
 def _unpickle(path):
@@ -131,16 +134,20 @@ def _unpickle(path):
         try:
             return pickle.load(f, encoding="latin1")
         except Exception as exc:
-            raise DataError("dataset file %s is not a CIFAR pickle (%s); replace it with an intact "
-                            "copy" % (path, str(exc).splitlines()[0] or type(exc).__name__))
+            raise DataError(
+                "dataset file %s is not a CIFAR pickle (%s); replace it with an intact "
+                "copy" % (path, str(exc).splitlines()[0] or type(exc).__name__)
+            ) from None
 
 
 def _arrays(entries, label_key):
     data = np.concatenate([np.asarray(e["data"], dtype=np.uint8) for e in entries])
     labels = np.concatenate([np.asarray(e[label_key], dtype=np.int64) for e in entries])
     if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
-        raise DataError("dataset arrays have shape %s with %d labels; expected (N, 3072)"
-                        % (data.shape, len(labels)))
+        raise DataError(
+            "dataset arrays have shape %s with %d labels; expected (N, 3072)"
+            % (data.shape, len(labels))
+        )
     return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels)
 
 
@@ -154,21 +161,27 @@ def load_cifar(name, data_dir, allow_download=False, require=None):
         download(name, data_dir)
         missing = missing_files(name, data_dir)
     if missing:
-        raise DataError("dataset %s: %s missing under %s; put the official python version there, "
-                        "or run with --download on where the network is reachable"
-                        % (name, ", ".join(missing), folder(name, data_dir)))
+        raise DataError(
+            "dataset %s: %s missing under %s; put the official python version there, "
+            "or run with --download on where the network is reachable"
+            % (name, ", ".join(missing), folder(name, data_dir))
+        )
     identity, sums = identify(name, data_dir)
     if require == "official" and identity != "official":
-        raise DataError("dataset %s under %s is %s, not the official release (MD5 mismatch); "
-                        "this run requires the official data" % (name, folder(name, data_dir),
-                                                                 identity))
+        raise DataError(
+            "dataset %s under %s is %s, not the official release (MD5 mismatch); "
+            "this run requires the official data" % (name, folder(name, data_dir), identity)
+        )
     root = folder(name, data_dir)
     if name == "cifar10":
         train = [_unpickle(os.path.join(root, "data_batch_%d" % i)) for i in range(1, 6)]
         test = [_unpickle(os.path.join(root, "test_batch"))]
         key = "labels"
     else:
-        train, test = [_unpickle(os.path.join(root, "train"))], [_unpickle(os.path.join(root, "test"))]
+        train, test = (
+            [_unpickle(os.path.join(root, "train"))],
+            [_unpickle(os.path.join(root, "test"))],
+        )
         key = "fine_labels"
     x_tr, y_tr = _arrays(train, key)
     x_te, y_te = _arrays(test, key)
@@ -201,7 +214,7 @@ def make_synthetic(n_train=None, n_test=None):
         gain = rng.uniform(0.8, 1.2, size=(n, 1, 1, 1))
         out = np.empty((n, 3, 32, 32))
         for i in range(n):
-            out[i] = protos[labels[i], :, dy[i]:dy[i] + 32, dx[i]:dx[i] + 32]
+            out[i] = protos[labels[i], :, dy[i] : dy[i] + 32, dx[i] : dx[i] + 32]
         out = out * gain + rng.normal(0, 20.0, size=out.shape)
         return np.clip(out, 0, 255).astype(np.uint8), labels.astype(np.int64)
 
@@ -210,10 +223,17 @@ def make_synthetic(n_train=None, n_test=None):
     digest = hashlib.sha256(x_tr.tobytes() + y_tr.tobytes() + x_te.tobytes() + y_te.tobytes())
     mean = tuple(float(m) for m in x_tr.mean(axis=(0, 2, 3)))
     std = tuple(float(s) for s in x_tr.std(axis=(0, 2, 3)))
-    return Dataset("synthetic", torch.from_numpy(x_tr), torch.from_numpy(y_tr),
-                   torch.from_numpy(x_te), torch.from_numpy(y_te), "synthetic",
-                   {"generated": {"sha256": digest.hexdigest(), "seed": SYNTHETIC_SEED}},
-                   mean, std)
+    return Dataset(
+        "synthetic",
+        torch.from_numpy(x_tr),
+        torch.from_numpy(y_tr),
+        torch.from_numpy(x_te),
+        torch.from_numpy(y_te),
+        "synthetic",
+        {"generated": {"sha256": digest.hexdigest(), "seed": SYNTHETIC_SEED}},
+        mean,
+        std,
+    )
 
 
 def balanced_subset(labels, n, num_classes):
@@ -224,7 +244,7 @@ def balanced_subset(labels, n, num_classes):
     per_class = [n // num_classes + (1 if c < n % num_classes else 0) for c in range(num_classes)]
     picked = []
     for c in range(num_classes):
-        idx = torch.nonzero(labels == c).flatten()[:per_class[c]]
+        idx = torch.nonzero(labels == c).flatten()[: per_class[c]]
         if idx.numel() < per_class[c]:
             raise DataError("subset of %d: class %d has only %d images" % (n, c, idx.numel()))
         picked.append(idx)
@@ -238,7 +258,9 @@ def load(name, data_dir=None, n_train=None, n_test=None, allow_download=False, r
     if name == "synthetic":
         return make_synthetic(n_train, n_test)
     if not data_dir:
-        raise DataError("dataset %s needs --data-dir (the folder holding %s)" % (name, FOLDERS[name]))
+        raise DataError(
+            "dataset %s needs --data-dir (the folder holding %s)" % (name, FOLDERS[name])
+        )
     ds = load_cifar(name, data_dir, allow_download=allow_download, require=require)
     for split, n in (("train", n_train), ("test", n_test)):
         x, y = getattr(ds, "x_" + split), getattr(ds, "y_" + split)

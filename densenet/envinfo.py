@@ -3,6 +3,7 @@
 Inside a container there is no git checkout and the hostname is the container's, so the
 runner passes the host's view in through DENSENET_GIT_SHA, DENSENET_HOST and --image-ref.
 """
+
 import os
 import platform
 import subprocess
@@ -26,8 +27,9 @@ def git_sha():
         return sha
     try:
         here = os.path.dirname(os.path.abspath(__file__))
-        out = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
         return out.stdout.strip() if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -44,10 +46,20 @@ def cuda_arch_support(index=0):
     sm = {int(a.split("_")[1]) for a in arch if a.startswith("sm_") and a[3:].isdigit()}
     ptx = {int(a.split("_")[1]) for a in arch if a.startswith("compute_") and a[8:].isdigit()}
     ok = cap in sm or any(p <= cap for p in ptx) or not arch
-    reason = None if ok else ("torch %s has kernels for %s, not for this GPU (sm_%d)"
-                              % (torch.__version__, ", ".join(arch), cap))
-    return {"supported": ok, "capability": "%d.%d" % (major, minor), "arch_list": arch,
-            "reason": reason}
+    reason = (
+        None
+        if ok
+        else (
+            "torch %s has kernels for %s, not for this GPU (sm_%d)"
+            % (torch.__version__, ", ".join(arch), cap)
+        )
+    )
+    return {
+        "supported": ok,
+        "capability": "%d.%d" % (major, minor),
+        "arch_list": arch,
+        "reason": reason,
+    }
 
 
 def gpu_info():
@@ -57,12 +69,16 @@ def gpu_info():
         "name": torch.cuda.get_device_name(0),
         "capability": "%d.%d" % torch.cuda.get_device_capability(0),
         "count": torch.cuda.device_count(),
-        "memory_mb": torch.cuda.get_device_properties(0).total_memory // 2 ** 20,
+        "memory_mb": torch.cuda.get_device_properties(0).total_memory // 2**20,
         "driver": None,
     }
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         info["driver"] = out.stdout.strip().splitlines()[0] if out.stdout.strip() else None
     except (OSError, subprocess.SubprocessError):
         pass

@@ -6,6 +6,7 @@ conv bias by default. Each dense layer concatenates its output onto its input
 (``torch.cat([x, new], 1)``), so the backward of that cat hands every producing conv a
 non-contiguous channel slice of the gradient: the tensor layout behind the 2017 cuDNN bug.
 """
+
 import math
 
 import torch
@@ -65,8 +66,11 @@ class DenseLayer(nn.Module):
             if getattr(self, "efficient", False) and x.requires_grad:
                 # Recompute BN-ReLU-conv1x1 in backward instead of storing its activations
                 # (gpleiss/efficient_densenet_pytorch). Same arithmetic, less memory.
-                out = checkpoint(_first_call_updates_stats(self.bottleneck), x,
-                                 preserve_rng_state=bool(self.dropout and self.training))
+                out = checkpoint(
+                    _first_call_updates_stats(self.bottleneck),
+                    x,
+                    preserve_rng_state=bool(self.dropout and self.training),
+                )
             else:
                 out = self.bottleneck(x)
         out = self.conv2(F.relu(self.norm2(out)))
@@ -94,8 +98,18 @@ class Transition(nn.Module):
 class DenseNet(nn.Module):
     """DenseNet / DenseNet-BC for 32x32 inputs: stem conv, 3 dense blocks, BN-ReLU-avgpool8-FC."""
 
-    def __init__(self, depth, growth, bc, num_classes=10, stem="paper", dropout=0.0,
-                 bias=False, canary=False, efficient=False):
+    def __init__(
+        self,
+        depth,
+        growth,
+        bc,
+        num_classes=10,
+        stem="paper",
+        dropout=0.0,
+        bias=False,
+        canary=False,
+        efficient=False,
+    ):
         super().__init__()
         if stem not in STEMS:
             raise ValueError("stem: expected one of %s, got %r" % (", ".join(STEMS), stem))
@@ -209,16 +223,26 @@ def init_weights(model):
             m.bias.data.zero_()
 
 
-def build_model(name, num_classes=10, stem="paper", dropout=0.0, bias=False, canary=False,
-                efficient=False):
+def build_model(
+    name, num_classes=10, stem="paper", dropout=0.0, bias=False, canary=False, efficient=False
+):
     """Build a model by name; an unknown name raises ValueError listing the valid ones."""
     if name == "vgg16-bn":
         return VGG16BN(num_classes, dropout=dropout, bias=bias, canary=canary)
     if name not in DENSENETS:
         raise ValueError("model: expected one of %s, got %r" % (", ".join(MODEL_NAMES), name))
     depth, growth, bc = DENSENETS[name]
-    return DenseNet(depth, growth, bc, num_classes, stem=stem, dropout=dropout, bias=bias,
-                    canary=canary, efficient=efficient)
+    return DenseNet(
+        depth,
+        growth,
+        bc,
+        num_classes,
+        stem=stem,
+        dropout=dropout,
+        bias=bias,
+        canary=canary,
+        efficient=efficient,
+    )
 
 
 def count_params(model):
@@ -236,8 +260,11 @@ def count_flops(model, size=32):
         else:
             macs[0] += m.in_features * m.out_features
 
-    hooks = [m.register_forward_hook(hook) for m in model.modules()
-             if isinstance(m, (nn.Conv2d, nn.Linear))]
+    hooks = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
     was_training = model.training
     model.eval()
     with torch.no_grad():

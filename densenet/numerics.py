@@ -3,6 +3,7 @@
 Every knob goes through feature detection (hasattr), never version parsing, so the same code
 runs on torch 1.8 and on releases with the newer TF32 API (``fp32_precision``, torch >= 2.9).
 """
+
 import os
 import random
 import warnings
@@ -16,7 +17,7 @@ CUBLAS_WORKSPACE = ":4096:8"
 
 def seed_everything(seed):
     random.seed(seed)
-    np.random.seed(seed % (2 ** 32))
+    np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
 
 
@@ -95,7 +96,10 @@ def applicability(device):
     """On CPU the cuDNN and TF32 axes have no effect: say so instead of dropping them."""
     if device.type == "cuda":
         return {"cudnn": "applies", "tf32": "applies"}
-    return {"cudnn": "not applicable on %s" % device.type, "tf32": "not applicable on %s" % device.type}
+    return {
+        "cudnn": "not applicable on %s" % device.type,
+        "tf32": "not applicable on %s" % device.type,
+    }
 
 
 def _get(obj, name):

@@ -10,6 +10,7 @@ seeded from (seed, epoch) at the start of every epoch, so an epoch computes the 
 whether the run started at epoch 1 or resumed from a checkpoint; a resumed CPU run matches an
 uninterrupted one bit for bit.
 """
+
 import math
 import os
 import resource
@@ -30,8 +31,16 @@ PROTOCOLS = {
     "paper": (300, None, None),
 }
 OPTIMIZERS = {"sgd": 0.1, "adam": 1e-3, "rmsprop": 1e-4}  # name -> base learning rate
-METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_err", "test_loss", "test_err", "epoch_s",
-                  "img_per_s"]
+METRIC_COLUMNS = [
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_err",
+    "test_loss",
+    "test_err",
+    "epoch_s",
+    "img_per_s",
+]
 TIMING_COLUMNS = ("epoch_s", "img_per_s")
 # Config keys that do not change what is computed, so a checkpoint made under other values
 # of them may be resumed (e.g. the data path inside a container differs from the host's).
@@ -48,8 +57,12 @@ def resolve(args):
     """Fill protocol defaults and derived values into a plain config dict."""
     cfg = dict(args)
     epochs, n_train, n_test = PROTOCOLS[cfg["protocol"]]
-    for key, default in (("epochs", epochs), ("n_train", n_train), ("n_test", n_test),
-                         ("batch_size", 64)):
+    for key, default in (
+        ("epochs", epochs),
+        ("n_train", n_train),
+        ("n_test", n_test),
+        ("batch_size", 64),
+    ):
         if cfg.get(key) is None:
             cfg[key] = default
     if cfg.get("lr") is None:
@@ -77,8 +90,9 @@ def epoch_seed(seed, epoch):
 def make_optimizer(name, params, lr):
     if name == "sgd":
         # Paper recipe: Nesterov momentum 0.9 without dampening, weight decay 1e-4 on all params.
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, dampening=0, weight_decay=1e-4,
-                               nesterov=True)
+        return torch.optim.SGD(
+            params, lr=lr, momentum=0.9, dampening=0, weight_decay=1e-4, nesterov=True
+        )
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=1e-4)
     if name == "rmsprop":
@@ -98,7 +112,7 @@ def resolve_device(name):
 
 def peak_mem_mb(device):
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2 ** 20
+        return torch.cuda.max_memory_allocated() / 2**20
     # Peak resident set of the process (Linux reports KiB): an upper bound, labelled in env.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -116,8 +130,9 @@ class Cell(object):
             setattr(self, name.split(".")[0], os.path.join(out, name))
 
     def write_metrics(self, rows):
-        atomic.write_csv(self.metrics, METRIC_COLUMNS, [{k: r[k] for k in METRIC_COLUMNS}
-                                                        for r in rows])
+        atomic.write_csv(
+            self.metrics, METRIC_COLUMNS, [{k: r[k] for k in METRIC_COLUMNS} for r in rows]
+        )
 
 
 def load_resume_state(cell, cfg, log):
@@ -133,9 +148,14 @@ def load_resume_state(cell, cfg, log):
     if state.get("config") != resume_key(cfg):
         old, new = state.get("config") or {}, resume_key(cfg)
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        raise ValueError("checkpoint %s was made with a different config (%s); remove it or use "
-                         "another --out" % (cell.checkpoint, ", ".join(
-                             "%s: %r vs %r" % (k, old.get(k), new.get(k)) for k in diff)))
+        raise ValueError(
+            "checkpoint %s was made with a different config (%s); remove it or use "
+            "another --out"
+            % (
+                cell.checkpoint,
+                ", ".join("%s: %r vs %r" % (k, old.get(k), new.get(k)) for k in diff),
+            )
+        )
     return state
 
 
@@ -190,18 +210,38 @@ def run(cfg, log=print):
     flags = numerics.configure(cfg["cudnn"], cfg["tf32"], cfg["deterministic"], cfg["seed"])
     flags["applicability"] = numerics.applicability(device)
 
-    ds = data.load(cfg["dataset"], cfg.get("data_dir"), cfg["n_train"], cfg["n_test"],
-                   allow_download=cfg.get("download") == "on",
-                   require="official" if cfg.get("require_official") == "on" else None)
+    ds = data.load(
+        cfg["dataset"],
+        cfg.get("data_dir"),
+        cfg["n_train"],
+        cfg["n_test"],
+        allow_download=cfg.get("download") == "on",
+        require="official" if cfg.get("require_official") == "on" else None,
+    )
     if ds.identity not in ("official", "synthetic"):
-        note("warning: dataset identity is %s: results are not comparable with published numbers"
-            % ds.identity)
-    atomic.write_json(cell.env, {"environ": envinfo.environ(cfg.get("image_ref")), "flags": flags,
-                                 "dataset": ds.info(), "config": cfg})
+        note(
+            "warning: dataset identity is %s: results are not comparable with published numbers"
+            % ds.identity
+        )
+    atomic.write_json(
+        cell.env,
+        {
+            "environ": envinfo.environ(cfg.get("image_ref")),
+            "flags": flags,
+            "dataset": ds.info(),
+            "config": cfg,
+        },
+    )
 
-    model = build_model(cfg["model"], ds.num_classes, stem=cfg["stem"], dropout=cfg["dropout"],
-                        bias=cfg["bias"] == "on", canary=cfg["canary"] == "noncontig-grad",
-                        efficient=cfg["efficient"] == "on").to(device)
+    model = build_model(
+        cfg["model"],
+        ds.num_classes,
+        stem=cfg["stem"],
+        dropout=cfg["dropout"],
+        bias=cfg["bias"] == "on",
+        canary=cfg["canary"] == "noncontig-grad",
+        efficient=cfg["efficient"] == "on",
+    ).to(device)
     optimizer = make_optimizer(cfg["optimizer"], model.parameters(), cfg["lr"])
     rows, wall_s, start = [], 0.0, 0
     state = load_resume_state(cell, cfg, note)
@@ -216,8 +256,9 @@ def run(cfg, log=print):
     x_test, y_test = ds.x_test.to(device), ds.y_test.to(device)
     normalize = Normalizer(ds.mean, ds.std, device)
     acc = Accumulator(device)
-    step, why = make_step(model, optimizer, acc, device, cfg["fast"] == "on", cfg["optimizer"],
-                          log=note)
+    step, why = make_step(
+        model, optimizer, acc, device, cfg["fast"] == "on", cfg["optimizer"], log=note
+    )
     if why:
         note("fast path: %s; using %s" % (why, step.mode))
     n, bs = y_train.shape[0], cfg["batch_size"]
@@ -236,40 +277,84 @@ def run(cfg, log=print):
         t0 = time.perf_counter()
         perm = torch.randperm(n, generator=gen, device=device)
         for i in range(0, n, bs):
-            idx = perm[i:i + bs]
+            idx = perm[i : i + bs]
             xb = x_train[idx]
-            xb = augment(xb, normalize, gen, cfg["augment_order"]) if cfg["augment"] == "on" \
+            xb = (
+                augment(xb, normalize, gen, cfg["augment_order"])
+                if cfg["augment"] == "on"
                 else normalize(xb)
+            )
             step(xb, y_train[idx])
         train_loss, train_err = acc.read()  # syncs: the timed region ends on finished work
         epoch_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         test_loss, test_err = evaluate(model, x_test, y_test, normalize, cfg["eval_batch_size"])
         wall_s += epoch_s + (time.perf_counter() - t1)
-        rows.append({"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_err": train_err,
-                     "test_loss": test_loss, "test_err": test_err, "epoch_s": epoch_s,
-                     "img_per_s": n / epoch_s})
+        rows.append(
+            {
+                "epoch": epoch,
+                "lr": lr,
+                "train_loss": train_loss,
+                "train_err": train_err,
+                "test_loss": test_loss,
+                "test_err": test_err,
+                "epoch_s": epoch_s,
+                "img_per_s": n / epoch_s,
+            }
+        )
         if not all(math.isfinite(v) for v in (train_loss, test_loss)):
             cell.write_metrics(rows)
-            atomic.write_json(cell.summary, summary(
-                "diverged", cfg, rows, wall_s, device, extra=step_record(step, why, extra),
-                reason="non-finite loss in epoch %d (train %s, test %s)" % (epoch, train_loss,
-                                                                             test_loss)))
+            atomic.write_json(
+                cell.summary,
+                summary(
+                    "diverged",
+                    cfg,
+                    rows,
+                    wall_s,
+                    device,
+                    extra=step_record(step, why, extra),
+                    reason="non-finite loss in epoch %d (train %s, test %s)"
+                    % (epoch, train_loss, test_loss),
+                ),
+            )
             note("diverged: non-finite loss in epoch %d" % epoch)
             return EXIT_DIVERGED
         # Checkpoint first: it carries the rows, so metrics.csv can always be rebuilt from it.
-        checkpoint.save(cell.checkpoint, {"epoch": epoch, "model": model.state_dict(),
-                                          "optimizer": optimizer.state_dict(), "rows": rows,
-                                          "wall_s": wall_s, "config": resume_key(cfg),
-                                          "epoch_seed": epoch_seed(cfg["seed"], epoch)})
+        checkpoint.save(
+            cell.checkpoint,
+            {
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "rows": rows,
+                "wall_s": wall_s,
+                "config": resume_key(cfg),
+                "epoch_seed": epoch_seed(cfg["seed"], epoch),
+            },
+        )
         cell.write_metrics(rows)
         eta = (cfg["epochs"] - epoch) * (time.perf_counter() - session_t0) / (epoch - start)
-        log("epoch %d/%d lr %g | train loss %.4f err %.2f%% | test loss %.4f err %.2f%% | "
-            "%.0f img/s | ETA %s" % (epoch, cfg["epochs"], lr, train_loss, train_err, test_loss,
-                                     test_err, n / epoch_s, fmt_eta(eta)), flush=True)
+        log(
+            "epoch %d/%d lr %g | train loss %.4f err %.2f%% | test loss %.4f err %.2f%% | "
+            "%.0f img/s | ETA %s"
+            % (
+                epoch,
+                cfg["epochs"],
+                lr,
+                train_loss,
+                train_err,
+                test_loss,
+                test_err,
+                n / epoch_s,
+                fmt_eta(eta),
+            ),
+            flush=True,
+        )
 
-    atomic.write_json(cell.summary, summary("completed", cfg, rows, wall_s, device,
-                                            extra=step_record(step, why, extra)))
+    atomic.write_json(
+        cell.summary,
+        summary("completed", cfg, rows, wall_s, device, extra=step_record(step, why, extra)),
+    )
     if cfg["keep_checkpoint"] != "on" and os.path.exists(cell.checkpoint):
         os.remove(cell.checkpoint)
     return EXIT_OK

@@ -58,23 +58,7 @@ RUN_COLUMNS = (
     + ENV_COLUMNS
     + ["rerun", "files", "path"]
 )
-CURVE_KEYS = [
-    "cell_id",
-    "status",
-    "model",
-    "dataset",
-    "augment",
-    "optimizer",
-    "torch",
-    "cudnn",
-    "tf32",
-    "deterministic",
-    "canary",
-    "seed",
-    "protocol",
-    "device",
-    "torch_version",
-]
+CURVE_KEYS = ["cell_id", "status"] + list(PARAM_KEYS) + ["torch_version"]
 CURVE_COLUMNS = CURVE_KEYS + readers.METRIC_COLUMNS
 
 

@@ -1,4 +1,5 @@
 """Shared fixtures: paths, the offline CIFAR-10 rebuild, and a runner for `python -m densenet`."""
+
 import os
 import subprocess
 import sys

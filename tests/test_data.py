@@ -1,4 +1,5 @@
 """Data: identity by checksum, subsets, synthetic set, batch augmentation."""
+
 import os
 import shutil
 
@@ -53,7 +54,7 @@ def test_random_crop_matches_slicing():
     oy, ox = torch.tensor([0, 8, 3, 5, 1]), torch.tensor([8, 0, 4, 2, 7])
     out = random_crop(padded, 32, oy, ox)
     for i in range(5):
-        assert torch.equal(out[i], padded[i, :, oy[i]:oy[i] + 32, ox[i]:ox[i] + 32])
+        assert torch.equal(out[i], padded[i, :, oy[i] : oy[i] + 32, ox[i] : ox[i] + 32])
 
 
 def test_augment_official_pads_with_mean():

@@ -1,4 +1,5 @@
 """Models: parameter counts equal the published ones, shapes, float64, bad names."""
+
 import pytest
 import torch
 

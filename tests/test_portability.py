@@ -1,5 +1,6 @@
 """densenet/ runs inside old images: Python 3.8 syntax, only stdlib + torch + numpy imports,
 and it never imports report/ (the cell directory is the only contract between them)."""
+
 import ast
 import glob
 import os
@@ -8,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
 
 PKG = os.path.join(REPO, "densenet")
@@ -23,8 +23,11 @@ def test_vermin_target_38():
     vermin = shutil.which("vermin") or os.path.join(os.path.dirname(sys.executable), "vermin")
     if not os.path.exists(vermin):
         pytest.fail("vermin is not installed (pip install -e '.[test]')")
-    res = subprocess.run([vermin, "-t=3.8-", "--no-tips", "--violations", "--eval-annotations",
-                          PKG], capture_output=True, text=True)
+    res = subprocess.run(
+        [vermin, "-t=3.8-", "--no-tips", "--violations", "--eval-annotations", PKG],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
 
 
@@ -35,8 +38,11 @@ def test_byte_compiles_under_python38(tmp_path):
     if not py38 or subprocess.run([py38, "-V"], capture_output=True).returncode != 0:
         pytest.skip("no Python 3.8 interpreter on this machine (vermin still checks syntax)")
     for path in py_files():
-        res = subprocess.run([py38, "-c", "import ast,sys; ast.parse(open(sys.argv[1]).read())",
-                              path], capture_output=True, text=True)
+        res = subprocess.run(
+            [py38, "-c", "import ast,sys; ast.parse(open(sys.argv[1]).read())", path],
+            capture_output=True,
+            text=True,
+        )
         assert res.returncode == 0, path + ": " + res.stderr
 
 

@@ -1,5 +1,6 @@
 """Trainer: learns on real data, resumes after kill -9 bit-identically, diverges cleanly,
 fast path equals eager on CPU, one-line usage errors."""
+
 import csv
 import json
 import os
@@ -9,12 +10,22 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO, densenet
+
 from densenet.train import TIMING_COLUMNS, lr_at
 
-TINY = ["--model", "densenet-bc40-k12", "--dataset", "synthetic", "--n-train", "600",
-        "--n-test", "200", "--device", "cpu"]
+TINY = [
+    "--model",
+    "densenet-bc40-k12",
+    "--dataset",
+    "synthetic",
+    "--n-train",
+    "600",
+    "--n-test",
+    "200",
+    "--device",
+    "cpu",
+]
 
 
 def read_metrics(path, drop_timing=True):
@@ -33,16 +44,28 @@ def read_json(path):
 
 
 def test_paper_lr_schedule():
-    assert [lr_at(e, 300, 0.1) for e in (1, 150, 151, 225, 226, 300)] == \
-        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+    assert [lr_at(e, 300, 0.1) for e in (1, 150, 151, 225, 226, 300)] == [
+        0.1,
+        0.1,
+        0.01,
+        0.01,
+        0.001,
+        0.001,
+    ]
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--model", "resnet50"], "argument --model: invalid choice: 'resnet50'"),
-    (["--model", "densenet40-k12", "--cudnn", "maybe"], "argument --cudnn: invalid choice"),
-    (["--model", "densenet40-k12", "--epochs", "0"], "argument --epochs: expected a positive"),
-    (["--model", "densenet40-k12", "--protocol", "long"], "argument --protocol: invalid choice"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--model", "resnet50"], "argument --model: invalid choice: 'resnet50'"),
+        (["--model", "densenet40-k12", "--cudnn", "maybe"], "argument --cudnn: invalid choice"),
+        (["--model", "densenet40-k12", "--epochs", "0"], "argument --epochs: expected a positive"),
+        (
+            ["--model", "densenet40-k12", "--protocol", "long"],
+            "argument --protocol: invalid choice",
+        ),
+    ],
+)
 def test_bad_arguments_exit_2_one_line(tmp_path, args, fragment):
     res = densenet("train", "--out", tmp_path, *args)
     assert res.returncode == 2
@@ -51,8 +74,17 @@ def test_bad_arguments_exit_2_one_line(tmp_path, args, fragment):
 
 
 def test_missing_data_fails_with_one_line(tmp_path):
-    res = densenet("train", "--out", tmp_path / "cell", "--model", "densenet-bc40-k12",
-                   "--data-dir", tmp_path / "nodata", "--device", "cpu")
+    res = densenet(
+        "train",
+        "--out",
+        tmp_path / "cell",
+        "--model",
+        "densenet-bc40-k12",
+        "--data-dir",
+        tmp_path / "nodata",
+        "--device",
+        "cpu",
+    )
     assert res.returncode == 1
     assert res.stderr.strip().splitlines()[-1].startswith("error: dataset cifar10:")
     assert "Traceback" not in res.stderr
@@ -62,9 +94,23 @@ def test_missing_data_fails_with_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_synthetic_is_learnable(tmp_path):
-    res = densenet("train", "--out", tmp_path, "--model", "densenet-bc40-k12", "--dataset",
-                   "synthetic", "--n-train", "1000", "--n-test", "500", "--epochs", "2",
-                   "--device", "cpu")
+    res = densenet(
+        "train",
+        "--out",
+        tmp_path,
+        "--model",
+        "densenet-bc40-k12",
+        "--dataset",
+        "synthetic",
+        "--n-train",
+        "1000",
+        "--n-test",
+        "500",
+        "--epochs",
+        "2",
+        "--device",
+        "cpu",
+    )
     assert res.returncode == 0, res.stderr
     summary = read_json(tmp_path / "summary.json")
     assert summary["status"] == "completed"
@@ -74,9 +120,21 @@ def test_synthetic_is_learnable(tmp_path):
 @pytest.mark.slow
 def test_smoke_on_real_cifar10_learns(tmp_path, cifar10_jpeg75):
     """The smoke protocol (5,000 / 1,000 images, 3 epochs, densenet-bc40-k12, CPU) learns."""
-    res = densenet("train", "--out", tmp_path, "--model", "densenet-bc40-k12", "--dataset",
-                   "cifar10", "--data-dir", cifar10_jpeg75, "--protocol", "smoke", "--device",
-                   "cpu")
+    res = densenet(
+        "train",
+        "--out",
+        tmp_path,
+        "--model",
+        "densenet-bc40-k12",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        cifar10_jpeg75,
+        "--protocol",
+        "smoke",
+        "--device",
+        "cpu",
+    )
     assert res.returncode == 0, res.stderr
     rows = read_metrics(tmp_path / "metrics.csv")
     assert len(rows) == 3
@@ -92,9 +150,14 @@ def test_smoke_on_real_cifar10_learns(tmp_path, cifar10_jpeg75):
 
 
 def start_training(out, epochs=3):
-    return subprocess.Popen([sys.executable, "-m", "densenet", "train", "--out", str(out),
-                             "--epochs", str(epochs)] + TINY, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "densenet", "train", "--out", str(out), "--epochs", str(epochs)]
+        + TINY,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 @pytest.mark.slow
@@ -111,8 +174,9 @@ def test_kill9_in_epoch_2_resumes_identically(tmp_path):
     again = densenet("train", "--out", tmp_path / "killed", "--epochs", "3", *TINY)
     assert again.returncode == 0, again.stderr
     assert "resuming from" in again.stderr and "at epoch 2" in again.stderr
-    assert read_metrics(tmp_path / "killed" / "metrics.csv") == \
-        read_metrics(tmp_path / "ref" / "metrics.csv")
+    assert read_metrics(tmp_path / "killed" / "metrics.csv") == read_metrics(
+        tmp_path / "ref" / "metrics.csv"
+    )
 
 
 @pytest.mark.slow
@@ -120,8 +184,9 @@ def test_fast_path_equals_eager_on_cpu(tmp_path):
     for mode in ("off", "on"):
         res = densenet("train", "--out", tmp_path / mode, "--epochs", "2", "--fast", mode, *TINY)
         assert res.returncode == 0, res.stderr
-    assert read_metrics(tmp_path / "on" / "metrics.csv") == \
-        read_metrics(tmp_path / "off" / "metrics.csv")
+    assert read_metrics(tmp_path / "on" / "metrics.csv") == read_metrics(
+        tmp_path / "off" / "metrics.csv"
+    )
     assert read_json(tmp_path / "on" / "summary.json")["step_mode"] == "eager-nosync"
 
 

@@ -9,11 +9,12 @@ import sys
 import yaml
 
 SCRIPTS = os.path.join(workflow.basedir, "workflow", "scripts")
-sys.path.insert(0, SCRIPTS)
+sys.path[:0] = [SCRIPTS, workflow.basedir]
 
 import commands  # noqa: E402
 import data_plan  # noqa: E402
 import study  # noqa: E402
+from densenet import atomic  # noqa: E402  (standard library only at import)
 
 # Jobs call the harness through the interpreter that runs Snakemake, so the venv's python is
 # used even when the venv is not activated.
@@ -205,6 +206,6 @@ def get_manifest():
 
 def save_manifest(path, text, log):
     """Write the manifest atomically (the report may be reading the previous one)."""
-    study.write_text_atomic(path, text)
+    atomic.write_text(path, text + "\n")
     with open(log, "w") as f:
         print("manifest: %d cells, %d environments" % (len(CELLS), len(ENVS)), file=f)

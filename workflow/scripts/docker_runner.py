@@ -34,6 +34,8 @@ import docker
 import image_lock
 from docker.types import DeviceRequest, Mount
 
+from densenet import atomic  # standard library only at import (the host needs no torch)
+
 CODE, CELL, DATA = "/code", "/cell", "/data"
 EXIT_NOT_RUN = 125  # docker's own code for "the container could not be run"
 EXIT_SKIPPED = 4  # densenet's: the cell cannot run in this environment (docs/contracts.md)
@@ -331,14 +333,6 @@ def preflight(client, settings, log):
     return env, None
 
 
-def write_json(path, obj):
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def write_skipped(cell_dir, command, argv, env, reason):
     """The result of a cell the preflight skipped, in densenet's own skip formats (train:
     summary.json status `skipped`; gradcheck: gradcheck.json verdict `skipped` with its
@@ -369,11 +363,11 @@ def write_skipped(cell_dir, command, argv, env, reason):
             "config": config,
         }
         if env is not None:
-            write_json(
+            atomic.write_json(
                 os.path.join(cell_dir, "env.json"),
                 {"environ": environ, "flags": flags, "dataset": None, "config": config},
             )
-    write_json(os.path.join(cell_dir, RESULT_FILES[command]), result)
+    atomic.write_json(os.path.join(cell_dir, RESULT_FILES[command]), result)
 
 
 def wants_gpu(argv, gpu):

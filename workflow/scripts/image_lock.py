@@ -13,6 +13,8 @@ import re
 
 import yaml
 
+from densenet import atomic  # standard library only at import (the host needs no torch)
+
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")  # a registry content digest
 
 
@@ -116,10 +118,5 @@ def write_digest(path, key, digest):
             raise LockError(
                 "%s: editing the digest of %r changed more than that line" % (path, key)
             )
-        tmp = "%s.tmp.%d" % (path, os.getpid())
-        with open(tmp, "w") as f:
-            f.write(new_text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic.write_text(path, new_text)
     return True

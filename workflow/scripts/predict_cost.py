@@ -15,7 +15,7 @@ Output (atomic): {cell_id: {"predicted_s", "basis", "epoch_s", "epochs", "match"
 says which probe was used and how well it matches the cell ("match" 0: the cell's environment
 id; 1: same device and numerics flags; 2: same device; 3: another device). A cell whose model
 no probe covers gets predicted_s null and says so. Host side: standard library only (the host
-may have no torch).
+may have no torch; densenet.atomic imports none).
 """
 
 import argparse
@@ -23,7 +23,10 @@ import json
 import math
 import os
 import sys
-import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from densenet import atomic  # noqa: E402  (standard library only at import)
 
 SIZE_KEYS = ("epochs", "n_train", "n_test", "batch_size")
 
@@ -31,21 +34,6 @@ SIZE_KEYS = ("epochs", "n_train", "n_test", "batch_size")
 def read_json(path):
     with open(path) as f:
         return json.load(f)
-
-
-def write_json_atomic(path, obj):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-predicted-", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def cell_sizes(params, overrides, probe):
@@ -157,7 +145,7 @@ def main(argv=None):
             return 2
         probes.append(probe)
     out = predict(read_json(args.manifest), probes)
-    write_json_atomic(args.out, out)
+    atomic.write_json(args.out, out)
     known = [v["predicted_s"] for v in out.values() if v["predicted_s"] is not None]
     total = sum(known)
     print(

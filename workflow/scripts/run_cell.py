@@ -24,9 +24,11 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, HERE)
+sys.path[:0] = [HERE, REPO]
 
 import gpu_slots  # noqa: E402  (sibling module; workflow/scripts is not a package)
+
+from densenet import atomic  # noqa: E402  (standard library only at import: no torch here)
 
 RESULTS = {"train": "summary.json", "gradcheck": "gradcheck.json", "bench": "probe.json"}
 # Subcommands whose --out is a file in the cell directory rather than the directory itself.
@@ -47,14 +49,6 @@ class Log(object):
         self.tail.append(line)
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
-
-
-def write_json(path, obj):
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def read_json(path):
@@ -248,7 +242,7 @@ def main(argv=None):
         if ok:
             return 0
         code = code or 1  # exit 0 without a result is still a failure
-    write_json(
+    atomic.write_json(
         failure_path,
         {
             "status": "failed",

@@ -9,7 +9,6 @@ import copy
 import hashlib
 import itertools
 import json
-import os
 import shlex
 
 import jsonschema
@@ -328,10 +327,3 @@ def manifest(cfg, cells, envs, fallback, cli_args):
 
 def manifest_json(cfg, cells, envs, fallback, cli_args):
     return json.dumps(manifest(cfg, cells, envs, fallback, cli_args), indent=1, sort_keys=True)
-
-
-def write_text_atomic(path, text):
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    with open(tmp, "w") as f:
-        f.write(text + "\n")
-    os.replace(tmp, path)
