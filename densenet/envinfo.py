@@ -36,8 +36,13 @@ def git_sha():
 
 
 def cuda_arch_support(index=0):
-    """Does this torch build carry kernels for GPU `index`? (sm_XY in its arch list, or PTX it
-    can JIT-compile: compute_XY with XY <= the device's capability)."""
+    """Does this torch build carry kernels for GPU `index`?
+
+    Machine code (sm_XY) runs on GPUs of the same major version and an equal or higher minor
+    one (sm_80 runs on an sm_86 card, never on an sm_90 one); PTX (compute_XY) can be
+    JIT-compiled for any card with capability >= XY. An empty arch list (CPU-only or very old
+    builds) is not held against the card: the first kernel launch will tell.
+    """
     if not torch.cuda.is_available():
         return {"supported": False, "reason": "no CUDA device visible"}
     major, minor = torch.cuda.get_device_capability(index)
@@ -45,7 +50,7 @@ def cuda_arch_support(index=0):
     arch = list(torch.cuda.get_arch_list()) if hasattr(torch.cuda, "get_arch_list") else []
     sm = {int(a.split("_")[1]) for a in arch if a.startswith("sm_") and a[3:].isdigit()}
     ptx = {int(a.split("_")[1]) for a in arch if a.startswith("compute_") and a[8:].isdigit()}
-    ok = cap in sm or any(p <= cap for p in ptx) or not arch
+    ok = any(s // 10 == major and s <= cap for s in sm) or any(p <= cap for p in ptx) or not arch
     reason = (
         None
         if ok

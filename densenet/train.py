@@ -101,8 +101,10 @@ def make_optimizer(name, params, lr):
 
 
 def resolve_device(name):
+    """The torch device for --device; Skip when the GPU cannot run this torch build (also
+    under auto: quietly training on the CPU instead would be a silent fallback)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         support = envinfo.cuda_arch_support()
         if not support["supported"]:
