@@ -72,6 +72,22 @@ def test_default_study_end_to_end(default_study):
     assert all(cell["id"] in text for cell in manifest["cells"])
 
 
+def test_snakemake_report_embeds_the_page(default_study):
+    """`snakemake --report` packs the study's report (registered with htmlindex) into a zip."""
+    import zipfile
+
+    work, manifest = default_study
+    data = 'data={"dir": "%s"}' % manifest["config"]["data"]["dir"]
+    out = os.path.join(work, "snakemake-report.zip")
+    res = snakemake(
+        work, "--cores", "all", "--report", out, "--config", data, TINY_TRAIN, TINY_GRADCHECK
+    )
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    names = zipfile.ZipFile(out).namelist()
+    assert any(n.endswith("/report.html") and "/data/raw/" in n for n in names), names
+    assert any(n.endswith("/runs.csv") for n in names), names
+
+
 def test_second_run_has_nothing_to_do(default_study):
     work, manifest = default_study
     data = 'data={"dir": "%s"}' % manifest["config"]["data"]["dir"]
