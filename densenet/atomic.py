@@ -1,9 +1,11 @@
 """Atomic file writes: a reader sees the old file or the whole new one, never a partial one.
 
 Each writer fills a temporary file in the destination's directory, flushes and fsyncs it, then
-renames it over the destination (rename is atomic within one filesystem). If anything fails
-(disk full, kill), the temporary file is removed where possible and the destination is
-untouched; a leftover ``.tmp-*`` file from a kill -9 is never read by anything.
+renames it over the destination (rename is atomic within one filesystem) and fsyncs the
+directory, so the rename itself survives a power loss. If anything fails (disk full, kill),
+the temporary file is removed where possible and the destination is untouched; a leftover
+``.tmp-*`` file from a kill -9 is never read by anything (remove_stale_temps clears them when
+the directory's single writer starts again).
 """
 
 import csv
@@ -31,6 +33,34 @@ def write_bytes(path, data):
         except OSError:
             pass
         raise
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory):
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # some filesystems do not open directories; the data itself is synced
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temps(directory):
+    """Delete the ``.tmp-*`` files a killed writer left in directory; returns their names.
+    Only for a directory whose one writer is the caller (a cell directory, say)."""
+    removed = []
+    for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+        if name.startswith(".tmp-"):
+            try:
+                os.unlink(os.path.join(directory, name))
+                removed.append(name)
+            except OSError:
+                pass
+    return removed
 
 
 def _umask():

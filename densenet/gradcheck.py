@@ -207,7 +207,11 @@ def main(args):
             "wall_s": time.perf_counter() - t0,
         }
     )
-    atomic.write_json(path, result)
+    try:
+        atomic.write_json(path, result)
+    except OSError as exc:  # e.g. a full disk: the previous gradcheck.json stays as it was
+        sys.stderr.write("error: cannot write %s: %s\n" % (path, exc))
+        return EXIT_FAILED
     for reason in result["reasons"]:
         sys.stderr.write("note: %s\n" % reason)
     if not result["gradcheck"]["all_as_expected"]:

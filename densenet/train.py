@@ -203,6 +203,10 @@ def run(cfg, log=print):
     """Train one cell into cfg["out"]; returns the exit code (EXIT_*)."""
     cell = Cell(cfg["out"])
     os.makedirs(cell.out, exist_ok=True)
+    # One job writes a cell at a time: temp files left by a killed predecessor are garbage.
+    stale = atomic.remove_stale_temps(cell.out)
+    if stale:
+        note("removed %d temporary file(s) left by an interrupted run" % len(stale))
     try:
         device = resolve_device(cfg["device"])
     except Skip as exc:

@@ -80,6 +80,8 @@ def test_kill9_then_rerun_resumes_identically(position, tmp_path, tmp_path_facto
     assert results(cell) == results(reference)
     assert results(cell)["status"] == "completed"
     assert not os.path.exists(cell / "checkpoint.pt")  # removed once completed, as by default
+    assert temp_files(cell) == []  # the torn temp file was deleted unread when the rerun began
+    assert ("removed %d temporary file(s)" % len(strays) in again.stderr) == bool(strays)
 
     opened = [json.loads(line) for line in trace.read_text().splitlines()]
     read = [r["path"] for r in opened if opened_for_reading(r)]
