@@ -139,7 +139,9 @@ def test_enospc_on_gradcheck_json_leaves_the_previous_verdict(tmp_path):
         "--steps", "1",
     )  # fmt: skip
     assert res.returncode == 1
-    assert "No space left on device" in res.stderr.strip().splitlines()[-1]
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot write ") and "No space left on device" in last
+    assert "Traceback" not in res.stderr  # one line, not a crash
     assert read_json(tmp_path / "gradcheck.json") == {"verdict": "pass", "previous": True}
     assert not temp_files(tmp_path)
 

@@ -242,16 +242,17 @@ def main(argv=None):
         if ok:
             return 0
         code = code or 1  # exit 0 without a result is still a failure
-    atomic.write_json(
-        failure_path,
-        {
-            "status": "failed",
-            "reason": reason,
-            "exit_code": code,
-            "log_tail": list(log.tail),
-            "runner": args.runner,
-        },
-    )
+    record = {
+        "status": "failed",
+        "reason": reason,
+        "exit_code": code,
+        "log_tail": list(log.tail),
+        "runner": args.runner,
+    }
+    try:
+        atomic.write_json(failure_path, record)
+    except OSError as exc:  # a full disk: the job still fails, with the reason in its log
+        log("run_cell: cannot write %s: %s" % (failure_path, exc))
     log("run_cell: failed (exit %d): %s; see %s" % (code, reason, failure_path))
     return code
 
