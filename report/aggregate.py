@@ -28,16 +28,19 @@ RESULT_COLUMNS = [
     "gpu_hours",
     "step_mode",
 ]
-ENV_COLUMNS = [
+# What identifies the software and hardware a cell ran on (the report's environments table).
+IDENTITY_COLUMNS = [
     "torch_version",
     "cuda_version",
     "cudnn_version",
     "gpu",
     "gpu_capability",
     "driver",
-    "host",
     "image_tag",
     "image_digest",
+    "host",
+]
+ENV_COLUMNS = IDENTITY_COLUMNS + [
     "git_sha",
     "python_version",
     "actual_cudnn_enabled",

@@ -10,20 +10,9 @@ import math
 import pandas as pd
 
 from report import references
+from report.aggregate import IDENTITY_COLUMNS
 from report.labels import AXIS_NAMES, VARIANT_AXES, text, varying
 from report.study import PARAM_KEYS
-
-IDENTITY_COLUMNS = [
-    "torch_version",
-    "cuda_version",
-    "cudnn_version",
-    "gpu",
-    "gpu_capability",
-    "driver",
-    "image_tag",
-    "image_digest",
-    "host",
-]
 
 
 def clean(runs):
