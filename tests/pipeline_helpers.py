@@ -9,7 +9,15 @@ import sys
 
 from conftest import REPO
 
-COPIED = ["Snakefile", "workflow", "config", "densenet", "report", "containers/images.lock.yaml"]
+COPIED = [
+    "Snakefile",
+    "profiles",  # the link to workflow/profiles/default: runs here use it, as users' runs do
+    "workflow",
+    "config",
+    "densenet",
+    "report",
+    "containers/images.lock.yaml",
+]
 
 
 def checkout(dest):
@@ -18,7 +26,7 @@ def checkout(dest):
     for path in COPIED:
         src, dst = os.path.join(REPO, path), os.path.join(str(dest), path)
         if os.path.isdir(src):
-            shutil.copytree(src, dst, ignore=ignore)
+            shutil.copytree(src, dst, ignore=ignore, symlinks=True)
         else:
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             shutil.copy(src, dst)

@@ -11,6 +11,7 @@ import sys
 import time
 
 import pipeline_helpers
+import yaml
 from conftest import REPO
 from pipeline_helpers import job_counts
 
@@ -39,6 +40,26 @@ def test_paper_dry_run_lists_every_cell_fast():
     assert job_counts(res.stdout)["check_gradients"] == 8
     # CPU time: wall time also counts whatever else shares the machine (other test runs).
     assert cpu < 5.0
+
+
+def test_plain_snakemake_uses_the_default_profile():
+    """`snakemake --cores all` alone gets keep-going, rerun-incomplete and the rerun triggers."""
+    link = os.path.join(REPO, "profiles", "default")
+    assert os.path.realpath(link) == os.path.join(REPO, "workflow", "profiles", "default")
+    res = snakemake("-n", "--cores", "all")
+    assert res.returncode == 0, res.stderr
+    out = res.stdout + res.stderr
+    assert "Using workflow specific profile profiles/default" in out
+    # Its keys are the other profiles' keys too, so they merge without a conflict.
+    default = read_profile("default")
+    for other in ("gpu-host", "slurm"):
+        prof = read_profile(other)
+        assert all(prof.get(k, v) == v for k, v in default.items() if k != "cores"), other
+
+
+def read_profile(name):
+    with open(os.path.join(REPO, "workflow", "profiles", name, "config.yaml")) as f:
+        return yaml.safe_load(f)
 
 
 def test_slurm_profile_dry_run():
