@@ -1,6 +1,7 @@
 """Shared fixtures: paths, the offline CIFAR-10 rebuild, and a runner for `python -m densenet`."""
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -27,6 +28,13 @@ def cifar10_jpeg75(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("cifar10-jpeg75"))
     subprocess.run([sys.executable, JPEG75_BUILD, out], check=True, capture_output=True)
     return out
+
+
+def default_sigint():
+    """preexec_fn of a child that a test interrupts with SIGINT: a test run started in the
+    background inherits SIGINT ignored (shells do that), the child would inherit it too, and
+    the runners rightly leave an ignored signal ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def densenet(*args, **kwargs):

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from conftest import default_sigint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(REPO, "workflow", "scripts")
@@ -68,6 +69,7 @@ def start_cell(cell_dir, densenet_args, key=CPU_KEY, extra=(), env=None):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=default_sigint,
     )
 
 

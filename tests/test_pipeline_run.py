@@ -11,6 +11,7 @@ import subprocess
 import time
 
 import pytest
+from conftest import default_sigint
 from pipeline_helpers import checkout, job_counts, snakemake, snakemake_argv
 
 pytestmark = pytest.mark.slow
@@ -154,6 +155,7 @@ def interrupt_study(tmp_path, signum):
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        preexec_fn=default_sigint,
     )
     deadline = time.time() + 600
     done = []

@@ -33,6 +33,7 @@ import uuid
 import docker
 import image_lock
 from docker.types import DeviceRequest, Mount
+from job_signals import catch_signals, restore_signals
 
 from densenet import atomic  # standard library only at import (the host needs no torch)
 
@@ -236,7 +237,7 @@ def started(client, settings):
 
     # Handlers can only be set from the main thread; elsewhere the caller owns signals.
     main = threading.current_thread() is threading.main_thread()
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    old = catch_signals(on_signal) if main else {}
     signum = None
     try:
         try:
@@ -255,10 +256,11 @@ def started(client, settings):
     finally:
         # By name: a signal may land between the container's creation and its return to us.
         remove(client, settings["name"])
-        for s, handler in old.items():
-            signal.signal(s, handler)
+        restore_signals(old)
     if signum is not None:
-        os.kill(os.getpid(), signum)  # SIGTERM ends us; SIGINT raises KeyboardInterrupt
+        # The restored handler runs before raise_signal returns: SIGTERM ends us, SIGINT
+        # raises KeyboardInterrupt. The RunnerError is for a handler that returns.
+        signal.raise_signal(signum)
         raise RunnerError("interrupted by signal %d" % signum, 128 + signum)
 
 

@@ -26,7 +26,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path[:0] = [HERE, REPO]
 
-import gpu_slots  # noqa: E402  (sibling module; workflow/scripts is not a package)
+import gpu_slots  # noqa: E402  (sibling modules; workflow/scripts is not a package)
+from job_signals import catch_signals, restore_signals  # noqa: E402
 
 from densenet import atomic  # noqa: E402  (standard library only at import: no torch here)
 
@@ -132,7 +133,7 @@ def run_local(argv, cell_dir, data_dir, gpu_policy, gpu, threads, log):
             proc.send_signal(signal.SIGTERM)
         raise Interrupted(signum)
 
-    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = catch_signals(forward)
     try:
         for line in proc.stdout:
             log(line)
@@ -141,8 +142,7 @@ def run_local(argv, cell_dir, data_dir, gpu_policy, gpu, threads, log):
         proc.wait()
         raise
     finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
+        restore_signals(old)
 
 
 def run_docker(argv, cell_dir, data_dir, args, gpu, log):
