@@ -1,8 +1,8 @@
 """Fault suite, corrupt files (issue 7): a truncated or bit-flipped checkpoint.pt, a torn or
-garbage metrics.csv, a truncated summary.json. Each is detected, named in one line and never
-used: a bad checkpoint is quarantined and the cell restarts; metrics.csv is rebuilt from the
-checkpoint on resume; in a finished cell the report shows `corrupt` naming the file; the runner
-does not take a corrupt summary.json for a result."""
+garbage metrics.csv, a truncated summary.json, env.json or failure.json. Each is detected,
+named in one line and never used: a bad checkpoint is quarantined and the cell restarts;
+metrics.csv is rebuilt from the checkpoint on resume; in a finished cell the report shows
+`corrupt` naming the file; the runner does not take a corrupt summary.json for a result."""
 
 import os
 import sys
@@ -127,9 +127,18 @@ def test_corrupt_metrics_of_an_interrupted_cell_is_rebuilt_on_resume(
     assert results(cell) == results(reference)
 
 
+def torn_failure(path):
+    """Make the cell a failed one (no summary.json) whose failure.json was cut short."""
+    os.remove(os.path.join(os.path.dirname(path), "summary.json"))
+    with open(path, "w") as f:
+        f.write('{"status": "failed", "reason": "runner docker: container OOM-kil')
+
+
 FINISHED_DAMAGE = {
     # cell name -> (file, damage, the reason's beginning)
     "summary-truncated": ("summary.json", lambda p: truncate(p, 0.5), "summary.json: not valid"),
+    "env-truncated": ("env.json", lambda p: truncate(p, 0.5), "env.json: not valid"),
+    "failure-truncated": ("failure.json", torn_failure, "failure.json: not valid"),
     "metrics-truncated-mid-row": (
         "metrics.csv",
         lambda p: damage_metrics(p, "truncated-mid-row"),
