@@ -148,6 +148,10 @@ def _kill_call(attr, nth):
 # Where a 2-epoch `densenet train` run (300 training images, batch 64: 5 steps per epoch) is
 # killed: name -> (what happens, installer). The tests and docs/faults.md use these names.
 KILL_POSITIONS = {
+    "env-write": (
+        "half-way through writing env.json's temp file, before epoch 1",
+        _kill_write("env.json", 1, "during"),
+    ),
     "epoch1-mid-training": (
         "before the 3rd of 5 training steps of epoch 1",
         _kill_call("augment", 3),

@@ -1,7 +1,7 @@
-"""Fault suite, kill -9 (issue 7): a training job SIGKILLed at 8 deterministic positions, among
-them half-way through the checkpoint, metrics.csv and summary.json writes. Rerunning the same
-command resumes and ends exactly as an uninterrupted run (every metrics.csv column but the
-timings, bit for bit on CPU), and the half-written temp file a kill leaves is never read."""
+"""Fault suite, kill -9 (issue 7): a training job SIGKILLed at 9 deterministic positions, among
+them half-way through the env.json, checkpoint, metrics.csv and summary.json writes. Rerunning
+the same command resumes and ends exactly as an uninterrupted run (every metrics.csv column but
+the timings, bit for bit on CPU), and the half-written temp file a kill leaves is never read."""
 
 import json
 import os
@@ -24,6 +24,7 @@ pytestmark = pytest.mark.slow
 # position -> (epoch the rerun resumes at (None: no checkpoint, starts afresh), the file whose
 # temp copy the kill leaves half-written (None: none), metrics.csv rows left by the kill)
 EXPECTED = {
+    "env-write": (None, "env.json", 0),
     "epoch1-mid-training": (None, None, 0),
     "epoch2-evaluation": (2, None, 1),
     "epoch2-checkpoint-write": (2, "checkpoint.pt", 1),
