@@ -13,20 +13,17 @@ from conftest import REPO
 pytestmark = pytest.mark.slow
 
 
+def run_script(argv, env):
+    return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
 def test_gpu_bench_dry_run_completes_every_step(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     env = dict(os.environ, GPU_BENCH_DRY="1", OUT=str(out), GPU_BENCH_WORK=str(work))
     # A bundle that is not there: the CIFAR-10 build fails and every run falls back to
     # synthetic data, as it would on a lent machine without Pillow (and 20 s faster here).
     bundle = str(tmp_path / "no-bundle")
-    res = subprocess.run(
-        [sys.executable, "scripts/gpu_bench.py", bundle],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    res = run_script([sys.executable, "scripts/gpu_bench.py", bundle], env)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     log = (out / "log.txt").read_text()
     # The build (expected to fail) and then 7 densenet runs, each of which must succeed.
@@ -45,14 +42,7 @@ def test_gpu_bench_dry_run_completes_every_step(tmp_path):
 def test_gpu_check_on_cpu_gives_the_expected_verdicts(tmp_path):
     dest = tmp_path / "check"
     env = dict(os.environ, DEVICE="cpu", PYTHON=sys.executable, BATCH_SIZE="4", STEPS="2")
-    res = subprocess.run(
-        ["scripts/gpu_check.sh", str(dest)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    res = run_script(["scripts/gpu_check.sh", str(dest)], env)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     rows = [line for line in (dest / "table.txt").read_text().splitlines() if "tf32-" in line]
     assert len(rows) == 9, rows  # cuDNN on/off x TF32 off/on x clean/canary, + deterministic
