@@ -11,6 +11,8 @@ import os
 
 import numpy as np
 
+from densenet.train import METRIC_COLUMNS  # the writer's columns, in its order
+
 FIXTURE_SHA = "f1x7" + "0" * 36
 GPU = {
     "name": "FIXTURE GPU H100",
@@ -20,16 +22,6 @@ GPU = {
     "driver": "fixture-550.00",
 }
 TORCH_VERSIONS = {"2.4": ("2.4.1+cu124", "12.4", 90100), "1.13": ("1.13.1+cu117", "11.7", 8500)}
-METRIC_COLUMNS = [
-    "epoch",
-    "lr",
-    "train_loss",
-    "train_err",
-    "test_loss",
-    "test_err",
-    "epoch_s",
-    "img_per_s",
-]
 
 
 def params(

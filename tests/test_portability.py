@@ -61,3 +61,11 @@ def test_imports_only_stdlib_torch_numpy():
                 top = name.split(".")[0]
                 assert top in stdlib or top in ALLOWED_THIRD_PARTY, "%s imports %s" % (path, name)
                 assert top != "report", path
+
+
+def test_reader_and_writer_agree_on_metrics_columns():
+    """densenet/ and report/ may not import each other, so each names metrics.csv's columns."""
+    from densenet import train
+    from report import readers
+
+    assert readers.METRIC_COLUMNS == train.METRIC_COLUMNS
