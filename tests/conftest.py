@@ -1,5 +1,6 @@
 """Shared fixtures: paths, the offline CIFAR-10 rebuild, and a runner for `python -m densenet`."""
 
+import json
 import os
 import signal
 import subprocess
@@ -28,6 +29,11 @@ def cifar10_jpeg75(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("cifar10-jpeg75"))
     subprocess.run([sys.executable, JPEG75_BUILD, out], check=True, capture_output=True)
     return out
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
 
 
 def default_sigint():

@@ -1,7 +1,6 @@
 """Helpers of the docker tests: a daemon (else a skip, or a failure with REQUIRE_DOCKER=1), the
 offline CPU image, and workflow/scripts/run_cell.py started as the workflow starts it."""
 
-import json
 import os
 import subprocess
 import sys
@@ -97,8 +96,3 @@ def wait_for_container(client, cell_dir, ended, timeout=120):
 def containers_of(client, cell_dir):
     """Every container, running or not, that the runner made for cell_dir."""
     return client.containers.list(all=True, filters={"label": "org.densenet.cell=" + cell_dir})
-
-
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)

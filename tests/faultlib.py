@@ -2,13 +2,12 @@
 wrapper tests/faultinject.py as a subprocess, reading and damaging cell files."""
 
 import csv
-import json
 import os
 import shutil
 import subprocess
 import sys
 
-from conftest import REPO
+from conftest import REPO, read_json
 
 FAULTINJECT = os.path.join(REPO, "tests", "faultinject.py")
 EPOCHS = 2
@@ -60,11 +59,6 @@ def metrics_rows(path):
     with open(path) as f:
         rows = list(csv.DictReader(f))
     return [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in rows]
-
-
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
 
 
 def results(cell):

@@ -8,6 +8,7 @@ import os
 import threading
 
 import pytest
+from conftest import read_json
 from dockerlib import (
     LOCK,
     REPO,
@@ -15,7 +16,6 @@ from dockerlib import (
     client_or_skip,
     containers_of,
     cpu_image_or_skip,
-    read_json,
     run_cell,
     wait_for_container,
 )

@@ -7,10 +7,10 @@ The fault is a realistic leftover: a checkpoint.pt made under another configurat
 cell's directory, which the trainer refuses to resume from (exit 1, one line)."""
 
 import csv
-import json
 import os
 
 import pytest
+from conftest import read_json
 from pipeline_helpers import checkout, snakemake
 
 from densenet import checkpoint
@@ -26,11 +26,6 @@ TINY_STUDY = [
     'train={"epochs": 1, "n_train": 200, "n_test": 100}',
     'gradcheck={"batch_size": 2, "steps": 1}',
 ]
-
-
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
 
 
 def test_a_failed_cell_does_not_stop_the_study(tmp_path):

@@ -3,10 +3,10 @@ gradients inside the offline CPU image, env.json records the image, the containe
 is streamed into the job's log; a container that fails (OOM-killed) fails its job, with the
 reason and the log tail kept, while Snakemake goes on with --keep-going."""
 
-import json
 import os
 
 import pytest
+from conftest import read_json
 from dockerlib import CPU_KEY, client_or_skip, cpu_image_or_skip
 from pipeline_helpers import checkout, snakemake
 
@@ -23,11 +23,6 @@ DOCKER_STUDY = [
     'gradcheck={"batch_size": 2, "steps": 1}',
     'report={"progress": false, "predict_cost": false}',
 ]
-
-
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ default study (tiny cells) trains and produces the report; one cell's rerun comm
 exactly that training job and the report; an interrupted study finishes on the next run
 without retraining finished cells."""
 
-import json
 import os
 import shlex
 import signal
@@ -11,7 +10,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import default_sigint
+from conftest import default_sigint, read_json
 from pipeline_helpers import checkout, job_counts, snakemake, snakemake_argv
 
 pytestmark = pytest.mark.slow
@@ -19,11 +18,6 @@ pytestmark = pytest.mark.slow
 # Tiny overrides of the default study, as --config (nested values: Snakemake's own parsing).
 TINY_TRAIN = 'train={"epochs": 1, "n_train": 200, "n_test": 100}'
 TINY_GRADCHECK = 'gradcheck={"batch_size": 2, "steps": 1}'
-
-
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
 
 
 def mtimes(paths):

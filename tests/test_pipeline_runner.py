@@ -1,7 +1,6 @@
 """The local runner (workflow/scripts/run_cell.py): failure.json on failures, 0 on results,
 host identity passed in, interruption leaves a resumable cell; the GPU slot allocator."""
 
-import json
 import os
 import signal
 import subprocess
@@ -10,7 +9,7 @@ import threading
 import time
 
 import pytest
-from conftest import REPO
+from conftest import REPO, read_json
 
 sys.path.insert(0, os.path.join(REPO, "workflow", "scripts"))
 
@@ -37,11 +36,6 @@ def run_cell(*args, **kwargs):
     return subprocess.run(
         [sys.executable, RUN_CELL] + [str(a) for a in args], cwd=REPO, timeout=600, **kwargs
     )
-
-
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
 
 
 def test_failed_job_writes_failure_json(tmp_path):

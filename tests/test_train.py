@@ -2,7 +2,6 @@
 fast path equals eager on CPU, one-line usage errors."""
 
 import csv
-import json
 import os
 import signal
 import subprocess
@@ -10,7 +9,7 @@ import sys
 import time
 
 import pytest
-from conftest import REPO, densenet
+from conftest import REPO, densenet, read_json
 
 from densenet.train import TIMING_COLUMNS, lr_at
 
@@ -36,11 +35,6 @@ def read_metrics(path, drop_timing=True):
             for k in TIMING_COLUMNS:
                 r.pop(k)
     return rows
-
-
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
 
 
 def test_paper_lr_schedule():
