@@ -33,7 +33,7 @@ import uuid
 import docker
 import image_lock
 from docker.types import DeviceRequest, Mount
-from job_signals import catch_signals, restore_signals
+from job_signals import Interrupted, catch_signals, restore_signals
 
 from densenet import atomic  # standard library only at import (the host needs no torch)
 
@@ -54,15 +54,6 @@ class RunnerError(Exception):
     def __init__(self, reason, exit_code=EXIT_NOT_RUN):
         Exception.__init__(self, reason)
         self.exit_code = exit_code
-
-
-class Interrupted(BaseException):
-    """SIGINT/SIGTERM arrived while a container ran (BaseException: no `except Exception`
-    between here and the cleanup may swallow it)."""
-
-    def __init__(self, signum):
-        BaseException.__init__(self, "signal %d" % signum)
-        self.signum = signum
 
 
 def first_line(exc):

@@ -5,6 +5,15 @@ import signal
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+class Interrupted(BaseException):
+    """SIGINT/SIGTERM arrived while a job ran (BaseException: no `except Exception` between
+    the handler and the runner's cleanup may swallow it and call the job failed)."""
+
+    def __init__(self, signum):
+        BaseException.__init__(self, "interrupted by signal %d" % signum)
+        self.signum = signum
+
+
 def catch_signals(handler):
     """Install handler for SIGINT and SIGTERM; return the old handlers, to restore them.
 

@@ -27,7 +27,7 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path[:0] = [HERE, REPO]
 
 import gpu_slots  # noqa: E402  (sibling modules; workflow/scripts is not a package)
-from job_signals import catch_signals, restore_signals  # noqa: E402
+from job_signals import Interrupted, catch_signals, restore_signals  # noqa: E402
 
 from densenet import atomic  # noqa: E402  (standard library only at import: no torch here)
 
@@ -87,12 +87,6 @@ def die_with_parent():
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
-
-
-class Interrupted(Exception):
-    def __init__(self, signum):
-        Exception.__init__(self, "interrupted by signal %d" % signum)
-        self.signum = signum
 
 
 def out_path(command, cell_dir):
