@@ -12,6 +12,7 @@ import os
 import torch
 
 from . import atomic
+from .compat import accepts
 
 FORMAT = "densenet-harness-checkpoint-1"
 
@@ -30,10 +31,11 @@ def save(path, state):
 
 
 def _torch_load(src):
-    try:
+    # The state holds numpy and Python RNG states, which weights_only=True (the default since
+    # torch 2.6) refuses; torch < 1.13 has no such argument.
+    if accepts(torch.load, "weights_only"):
         return torch.load(src, map_location="cpu", weights_only=False)
-    except TypeError:  # torch < 1.13 has no weights_only argument
-        return torch.load(src, map_location="cpu")
+    return torch.load(src, map_location="cpu")
 
 
 def load(path):

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .canary import NoncontigGradConv2d
+from .compat import accepts
 
 # name -> (depth, growth rate, bottleneck+compression). Param counts: tests/test_models.py.
 DENSENETS = {
@@ -198,10 +199,9 @@ def checkpoint(fn, x, preserve_rng_state=True):
     """
     from torch.utils.checkpoint import checkpoint as ckpt
 
-    try:
+    if accepts(ckpt, "use_reentrant"):
         return ckpt(fn, x, use_reentrant=False, preserve_rng_state=preserve_rng_state)
-    except TypeError:  # torch < 1.11 has no use_reentrant argument
-        return ckpt(fn, x, preserve_rng_state=preserve_rng_state)
+    return ckpt(fn, x, preserve_rng_state=preserve_rng_state)  # torch < 1.11: reentrant only
 
 
 def init_weights(model):

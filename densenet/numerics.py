@@ -38,10 +38,23 @@ def configure(cudnn="on", tf32="off", deterministic="off", seed=0):
     return read_flags(seed)
 
 
+def _new_tf32_api():
+    """The cuDNN conv backend module of torch >= 2.9, or None on older releases.
+
+    Probe this before touching ``torch.backends.cuda.matmul.fp32_precision``: on old releases
+    (torch 1.8 among them) that module *asserts* on an unknown attribute instead of raising
+    AttributeError, so ``hasattr`` and ``getattr(..., None)`` raise AssertionError there.
+    """
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        return conv
+    return None
+
+
 def _set_tf32(on):
     matmul = torch.backends.cuda.matmul
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    if hasattr(matmul, "fp32_precision") and conv is not None and hasattr(conv, "fp32_precision"):
+    conv = _new_tf32_api()
+    if conv is not None:
         matmul.fp32_precision = "tf32" if on else "ieee"
         conv.fp32_precision = "tf32" if on else "ieee"
         return
@@ -62,9 +75,13 @@ def read_flags(seed=None):
         "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
         "seed": seed,
     }
-    flags["fp32_precision_matmul"] = _get(torch.backends.cuda.matmul, "fp32_precision")
-    flags["fp32_precision_conv"] = _get(getattr(b, "conv", None), "fp32_precision")
-    if flags["fp32_precision_conv"] is None:
+    conv = _new_tf32_api()
+    flags["fp32_precision_matmul"] = None
+    flags["fp32_precision_conv"] = None
+    if conv is not None:
+        flags["fp32_precision_matmul"] = _get(torch.backends.cuda.matmul, "fp32_precision")
+        flags["fp32_precision_conv"] = _get(conv, "fp32_precision")
+    else:
         # Only without the new API: on torch >= 2.9 the legacy getters warn, and raise once
         # cuDNN conv and RNN precisions differ (which setting only conv's makes them).
         flags["tf32_matmul_legacy"] = _get(torch.backends.cuda.matmul, "allow_tf32")

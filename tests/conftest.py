@@ -43,12 +43,25 @@ def default_sigint():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def densenet(*args, **kwargs):
-    """Run `python -m densenet ARGS` from the repo root; returns the CompletedProcess."""
+def densenet(*args, python=None, **kwargs):
+    """Run `python -m densenet ARGS` from the repo root (with this interpreter unless `python`
+    names another); returns the CompletedProcess."""
     kwargs.setdefault("capture_output", True)
     kwargs.setdefault("text", True)
     kwargs.setdefault("cwd", REPO)
-    return subprocess.run([sys.executable, "-m", "densenet"] + [str(a) for a in args], **kwargs)
+    cmd = [python or sys.executable, "-m", "densenet"] + [str(a) for a in args]
+    return subprocess.run(cmd, **kwargs)
+
+
+def start_densenet(*args, python=None):
+    """Start `python -m densenet ARGS` in the background, stdout and stderr merged in a pipe."""
+    return subprocess.Popen(
+        [python or sys.executable, "-m", "densenet"] + [str(a) for a in args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 @pytest.fixture

@@ -30,4 +30,6 @@ def test_ci_script_is_valid_and_executable():
     with open(CI) as f:
         text = f.read()
     assert re.search(r"^export REQUIRE_DOCKER=1\b", text, re.M)
+    assert re.search(r"^scripts/oldest_torch.sh$", text, re.M)
+    assert "REQUIRE_OLDEST_TORCH=1" in text
     assert "trap stop_dockerd EXIT" in text

@@ -1,40 +1,13 @@
 """Trainer: learns on real data, resumes after kill -9 bit-identically, diverges cleanly,
 fast path equals eager on CPU, one-line usage errors."""
 
-import csv
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
-from conftest import REPO, densenet, read_json
+from conftest import densenet, read_json
+from trainlib import TINY, kill9_in_epoch_2_then_resume, read_metrics
 
-from densenet.train import TIMING_COLUMNS, lr_at
-
-TINY = [
-    "--model",
-    "densenet-bc40-k12",
-    "--dataset",
-    "synthetic",
-    "--n-train",
-    "600",
-    "--n-test",
-    "200",
-    "--device",
-    "cpu",
-]
-
-
-def read_metrics(path, drop_timing=True):
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    if drop_timing:
-        for r in rows:
-            for k in TIMING_COLUMNS:
-                r.pop(k)
-    return rows
+from densenet.train import lr_at
 
 
 def test_paper_lr_schedule():
@@ -143,34 +116,10 @@ def test_smoke_on_real_cifar10_learns(tmp_path, cifar10_jpeg75):
     assert not os.path.exists(tmp_path / "checkpoint.pt")  # removed by default when done
 
 
-def start_training(out, epochs=3):
-    return subprocess.Popen(
-        [sys.executable, "-m", "densenet", "train", "--out", str(out), "--epochs", str(epochs)]
-        + TINY,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
 @pytest.mark.slow
 def test_kill9_in_epoch_2_resumes_identically(tmp_path):
-    ref = densenet("train", "--out", tmp_path / "ref", "--epochs", "3", *TINY)
-    assert ref.returncode == 0, ref.stderr
-    proc = start_training(tmp_path / "killed")
-    first = proc.stdout.readline()
-    assert first.startswith("epoch 1/3"), first
-    time.sleep(1.0)  # well inside epoch 2 (an epoch takes several seconds here)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not os.path.exists(tmp_path / "killed" / "summary.json")
-    again = densenet("train", "--out", tmp_path / "killed", "--epochs", "3", *TINY)
-    assert again.returncode == 0, again.stderr
-    assert "resuming from" in again.stderr and "at epoch 2" in again.stderr
-    assert read_metrics(tmp_path / "killed" / "metrics.csv") == read_metrics(
-        tmp_path / "ref" / "metrics.csv"
-    )
+    straight, resumed = kill9_in_epoch_2_then_resume(tmp_path)
+    assert resumed == straight
 
 
 @pytest.mark.slow

@@ -1,0 +1,146 @@
+"""densenet/ on the oldest Python and torch it promises (3.8 and 1.8.1), in .venv-oldest.
+
+scripts/oldest_torch.sh makes that environment; CI does and sets REQUIRE_OLDEST_TORCH=1, so a
+missing one fails there instead of skipping. Each test below failed on torch 1.8.1 before the
+fix it guards: reading TF32 flags crashed every run (torch 1.8's cuBLAS flags module asserts on
+an unknown name), the memory-efficient mode crashed (its checkpoint has no use_reentrant and
+raises ValueError for it), and the dense-layer gradcheck called the canary correct (torch 1.8's
+gradcheck with raise_exception=False ignores its own Jacobian mismatch).
+"""
+
+import json
+import os
+
+import pytest
+from conftest import REPO, densenet, read_json
+from trainlib import TINY, kill9_in_epoch_2_then_resume, read_metrics
+
+OLDEST = os.environ.get("OLDEST_TORCH_PYTHON") or os.path.join(
+    REPO, ".venv-oldest", "bin", "python"
+)
+
+
+@pytest.fixture(scope="module")
+def oldest():
+    if not os.path.exists(OLDEST):
+        why = "no Python with the oldest torch at %s (make it: scripts/oldest_torch.sh)" % OLDEST
+        if os.environ.get("REQUIRE_OLDEST_TORCH") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
+    return OLDEST
+
+
+def run_ok(*args, python):
+    res = densenet(*args, python=python)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return res
+
+
+def test_env_is_the_oldest_and_reads_legacy_tf32_flags(oldest):
+    env = json.loads(run_ok("env", python=oldest).stdout)
+    assert env["environ"]["python"].startswith("3.8.")
+    assert env["environ"]["torch"].startswith("1.8.")
+    flags = env["flags"]
+    assert flags["fp32_precision_conv"] is None and flags["fp32_precision_matmul"] is None
+    assert isinstance(flags["tf32_matmul_legacy"], bool)
+    assert isinstance(flags["tf32_cudnn_legacy"], bool)
+    assert not [k for k, v in flags.items() if str(v).startswith("error")], flags
+
+
+def test_models_table_equals_this_torchs(oldest):
+    assert run_ok("models", python=oldest).stdout == run_ok("models", python=None).stdout
+
+
+@pytest.mark.slow
+def test_efficient_mode_with_dropout_equals_normal(oldest, tmp_path):
+    # --augment off turns dropout on, so the checkpointed bottleneck must preserve RNG state.
+    for mode in ("off", "on"):
+        run_ok(
+            "train",
+            "--out",
+            tmp_path / mode,
+            "--epochs",
+            "2",
+            "--augment",
+            "off",
+            "--efficient",
+            mode,
+            *TINY,
+            python=oldest,
+        )
+        assert read_json(tmp_path / mode / "summary.json")["status"] == "completed"
+    assert read_metrics(tmp_path / "on" / "metrics.csv") == read_metrics(
+        tmp_path / "off" / "metrics.csv"
+    )
+
+
+@pytest.mark.slow
+def test_adam_deterministic_run_records_its_flags(oldest, tmp_path):
+    args = ("--epochs", "1", "--optimizer", "adam", "--deterministic", "on", "--tf32", "on")
+    run_ok("train", "--out", tmp_path, *args, *TINY, python=oldest)
+    assert read_json(tmp_path / "summary.json")["status"] == "completed"
+    flags = read_json(tmp_path / "env.json")["flags"]
+    assert flags["deterministic_algorithms"] is True and flags["cudnn_deterministic"] is True
+    assert flags["tf32_matmul_legacy"] is True and flags["tf32_effective"] is True
+
+
+@pytest.mark.slow
+def test_kill9_in_epoch_2_resumes_identically(oldest, tmp_path):
+    straight, resumed = kill9_in_epoch_2_then_resume(tmp_path, python=oldest)
+    assert resumed == straight
+
+
+@pytest.mark.parametrize("canary,verdict", [("none", "pass"), ("noncontig-grad", "fail")])
+def test_gradient_stage_catches_the_canary(oldest, tmp_path, canary, verdict):
+    run_ok(
+        "gradcheck",
+        "--out",
+        tmp_path,
+        "--model",
+        "densenet-bc40-k12",
+        "--device",
+        "cpu",
+        "--canary",
+        canary,
+        "--batch-size",
+        "4",
+        python=oldest,
+    )
+    result = read_json(tmp_path / "gradcheck.json")
+    assert result["verdict"] == verdict, result["max_rel_err"]
+    cases = result["gradcheck"]["cases"]
+    assert result["gradcheck"]["all_as_expected"], cases
+    assert result["gradcheck"]["canary_detected"]
+    assert result["determinism"]["bitwise_equal"] is True
+
+
+def test_bench_measures_both_step_sides(oldest, tmp_path):
+    out = tmp_path / "bench.json"
+    run_ok(
+        "bench",
+        "--out",
+        out,
+        "--model",
+        "densenet-bc40-k12",
+        "--batch-size",
+        "8",
+        "--steps",
+        "2",
+        "--rounds",
+        "2",
+        "--warmup",
+        "1",
+        "--data-images",
+        "256",
+        "--data-rounds",
+        "2",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        python=oldest,
+    )
+    bench = read_json(out)
+    assert bench["step_ms"]["eager"] > 0 and bench["step_ms"]["fast"] > 0
+    assert bench["data_img_s"]["ours"] > 0
+    assert bench["environ"]["torch"].startswith("1.8.")

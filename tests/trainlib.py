@@ -1,0 +1,55 @@
+"""Trainer test helpers shared by the tests of this interpreter's torch and of the oldest one."""
+
+import csv
+import os
+import signal
+import time
+
+from conftest import densenet, start_densenet
+
+from densenet.train import TIMING_COLUMNS
+
+TINY = [
+    "--model",
+    "densenet-bc40-k12",
+    "--dataset",
+    "synthetic",
+    "--n-train",
+    "600",
+    "--n-test",
+    "200",
+    "--device",
+    "cpu",
+]
+
+
+def read_metrics(path, drop_timing=True):
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    if drop_timing:
+        for r in rows:
+            for k in TIMING_COLUMNS:
+                r.pop(k)
+    return rows
+
+
+def kill9_in_epoch_2_then_resume(tmp_path, python=None):
+    """Train 3 epochs straight; train again, kill -9 in epoch 2, rerun. Asserts that the rerun
+    resumed at epoch 2 and returns (metrics of the straight run, metrics of the resumed one)."""
+    ref = densenet("train", "--out", tmp_path / "ref", "--epochs", "3", *TINY, python=python)
+    assert ref.returncode == 0, ref.stderr
+    proc = start_densenet(
+        "train", "--out", tmp_path / "killed", "--epochs", "3", *TINY, python=python
+    )
+    first = proc.stdout.readline()
+    assert first.startswith("epoch 1/3"), first
+    time.sleep(1.0)  # well inside epoch 2 (an epoch takes several seconds here)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not os.path.exists(tmp_path / "killed" / "summary.json")
+    again = densenet("train", "--out", tmp_path / "killed", "--epochs", "3", *TINY, python=python)
+    assert again.returncode == 0, again.stderr
+    assert "resuming from" in again.stderr and "at epoch 2" in again.stderr
+    return read_metrics(tmp_path / "ref" / "metrics.csv"), read_metrics(
+        tmp_path / "killed" / "metrics.csv"
+    )
