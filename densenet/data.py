@@ -9,6 +9,9 @@ augmented there (see augment.py); there are no worker processes and no per-image
 import hashlib
 import os
 import pickle
+import shutil
+import sys
+import tempfile
 
 import numpy as np
 import torch
@@ -111,7 +114,12 @@ def identify(name, data_dir):
 
 
 def download(name, data_dir):
-    """Fetch the official archive through torchvision (which verifies its MD5)."""
+    """Fetch the official archive through torchvision (which verifies its MD5).
+
+    torchvision downloads and extracts into a temp dir beside the target, and the finished
+    folder is then moved into place: a download or extraction that is killed or fails never
+    leaves a partial dataset where identify() and load() would read it.
+    """
     try:
         import torchvision
     except ImportError:
@@ -120,13 +128,43 @@ def download(name, data_dir):
             "put the official python version under %s instead" % (name, folder(name, data_dir))
         ) from None
     cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+    os.makedirs(data_dir, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".download-", dir=data_dir)
     try:
-        cls(data_dir, train=True, download=True)
-    except Exception as exc:
+        try:
+            cls(tmp, train=True, download=True)
+        except Exception as exc:
+            raise DataError(
+                "dataset %s: download failed (%s); without network, copy the official "
+                "python version to %s" % (name, str(exc).splitlines()[0], folder(name, data_dir))
+            ) from None
+        install_folder(name, os.path.join(tmp, FOLDERS[name]), data_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def install_folder(name, src, data_dir):
+    """Move a complete dataset folder ``src`` into ``data_dir`` by one rename.
+
+    If a complete copy got there first (another job), ``src`` is left for the caller to
+    delete. An incomplete folder in the way is moved aside to ``<folder>.incomplete-<pid>``,
+    never deleted: it may be somebody's data.
+    """
+    missing = [f for f in FILES[name] if not os.path.isfile(os.path.join(src, f))]
+    if missing:
         raise DataError(
-            "dataset %s: download failed (%s); without network, copy the official "
-            "python version to %s" % (name, str(exc).splitlines()[0], folder(name, data_dir))
-        ) from None
+            "dataset %s: the new copy lacks %s; nothing was installed" % (name, ", ".join(missing))
+        )
+    target = folder(name, data_dir)
+    if os.path.isdir(target):
+        if not missing_files(name, data_dir):
+            return
+        aside = "%s.incomplete-%d" % (target, os.getpid())
+        os.replace(target, aside)
+        sys.stderr.write(
+            "dataset %s: moved the incomplete %s aside to %s\n" % (name, target, aside)
+        )
+    os.replace(src, target)
 
 
 def _unpickle(path):

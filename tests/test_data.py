@@ -2,6 +2,8 @@
 
 import os
 import shutil
+import sys
+import types
 
 import pytest
 import torch
@@ -39,6 +41,50 @@ def test_missing_files_one_line(tmp_path):
         data.load("cifar10", str(tmp_path))
     msg = str(err.value)
     assert "\n" not in msg and "data_batch_1" in msg and "--download on" in msg
+
+
+def fake_torchvision(monkeypatch, files, then=None):
+    """A torchvision whose CIFAR10(root, download=True) extracts `files` under root, then
+    raises `then` (a failed or cut-off download) or returns."""
+
+    def cifar10(root, train=True, download=False):
+        out = os.path.join(root, "cifar-10-batches-py")
+        os.makedirs(out, exist_ok=True)
+        for name in files:
+            with open(os.path.join(out, name), "wb") as f:
+                f.write(b"downloaded " + name.encode())
+        if then is not None:
+            raise then
+
+    fake = types.SimpleNamespace(datasets=types.SimpleNamespace(CIFAR10=cifar10))
+    monkeypatch.setitem(sys.modules, "torchvision", fake)
+
+
+def test_failed_download_leaves_no_partial_dataset(monkeypatch, tmp_path):
+    fake_torchvision(monkeypatch, data.FILES["cifar10"][:3], then=RuntimeError("reset by peer"))
+    with pytest.raises(data.DataError, match="download failed .reset by peer."):
+        data.download("cifar10", str(tmp_path))
+    assert os.listdir(tmp_path) == []  # no dataset folder, no temp dir
+
+
+def test_download_moves_a_complete_folder_into_place(monkeypatch, tmp_path):
+    fake_torchvision(monkeypatch, data.FILES["cifar10"])
+    data.download("cifar10", str(tmp_path))
+    assert os.listdir(tmp_path) == ["cifar-10-batches-py"]
+    assert data.missing_files("cifar10", str(tmp_path)) == []
+
+
+def test_download_moves_an_incomplete_copy_aside(monkeypatch, tmp_path, capsys):
+    old = tmp_path / "cifar-10-batches-py"
+    old.mkdir()
+    (old / "data_batch_1").write_bytes(b"somebody's partial copy")
+    fake_torchvision(monkeypatch, data.FILES["cifar10"])
+    data.download("cifar10", str(tmp_path))
+    aside = "cifar-10-batches-py.incomplete-%d" % os.getpid()
+    assert sorted(os.listdir(tmp_path)) == ["cifar-10-batches-py", aside]
+    assert (tmp_path / aside / "data_batch_1").read_bytes() == b"somebody's partial copy"
+    assert "moved the incomplete" in capsys.readouterr().err
+    assert data.missing_files("cifar10", str(tmp_path)) == []
 
 
 def test_synthetic_is_deterministic_and_balanced():

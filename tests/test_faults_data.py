@@ -2,7 +2,8 @@
 `unknown` (recorded in env.json and in prepare_data's record) and is refused, in one line,
 wherever the official data is required (`--require-official on`, a study with
 data.require_official such as config/studies/paper.yaml); a missing or truncated batch file
-gives one line saying what to do.
+gives one line saying what to do; a dataset build that dies half-way leaves nothing behind,
+and an incomplete copy in the way is moved aside, never deleted.
 
 The real release cannot be reproduced here (its MD5s are fixed), so a small CIFAR-10 copy is
 generated in code and registered as official through tests/faultinject.py --official-md5: the
@@ -13,6 +14,7 @@ import json
 import os
 import pickle
 import shutil
+import subprocess
 import sys
 
 import numpy as np
@@ -214,3 +216,44 @@ def test_truncated_batch_file_is_named_with_the_fix(cifar_copy, tmp_path):
     [line] = error_lines(res.stderr)
     assert line.startswith("error: dataset file %s is not a CIFAR pickle (" % batch)
     assert line.endswith("); replace it with an intact copy")
+
+
+def write_builder(path, files, exit_code):
+    """An offline builder (prepare_data --action build) that writes `files` and exits."""
+    path.write_text(
+        "import os, sys\n"
+        "out = os.path.join(sys.argv[1], 'cifar-10-batches-py')\n"
+        "os.makedirs(out)\n"
+        "for name in %r:\n"
+        "    open(os.path.join(out, name), 'wb').write(b'built')\n"
+        "sys.exit(%d)\n" % (list(files), exit_code)
+    )
+
+
+def build(tmp_path, builder):
+    cmd = [sys.executable, PREPARE_DATA, "--dataset", "cifar10", "--data-dir", tmp_path / "data"]
+    cmd += ["--action", "build", "--builder", builder, "--out", tmp_path / "record.json"]
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
+
+
+def test_a_build_that_dies_half_way_leaves_no_partial_dataset(tmp_path):
+    write_builder(tmp_path / "dies.py", data.FILES["cifar10"][:3], 1)
+    res = build(tmp_path, tmp_path / "dies.py")
+    assert res.returncode == 1
+    [line] = error_lines(res.stderr)
+    assert line.startswith("error: Command") and "dies.py" in line and "exit status 1" in line
+    assert os.listdir(str(tmp_path / "data")) == []  # no dataset folder, no temp dir
+    assert not (tmp_path / "record.json").exists()
+
+
+def test_a_build_moves_an_incomplete_copy_aside(tmp_path):
+    old = tmp_path / "data" / data.FOLDERS["cifar10"]
+    old.mkdir(parents=True)
+    (old / "data_batch_1").write_bytes(b"partial")
+    write_builder(tmp_path / "builds.py", data.FILES["cifar10"], 0)
+    res = build(tmp_path, tmp_path / "builds.py")
+    assert res.returncode == 0, res.stderr
+    names = sorted(os.listdir(str(tmp_path / "data")))
+    assert names[0] == data.FOLDERS["cifar10"] and names[1].startswith(names[0] + ".incomplete-")
+    assert (tmp_path / "data" / names[1] / "data_batch_1").read_bytes() == b"partial"
+    assert read_json(tmp_path / "record.json")["identity"] == "unknown"
