@@ -9,7 +9,8 @@ command -v "$PY" >/dev/null || PY=python3
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
+# constraints.txt pins every package to the versions CI last passed with (see its header).
 if ! .venv/bin/python -c "import torch, torchvision" 2>/dev/null; then
-    .venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1
+    .venv/bin/pip install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
 fi
-.venv/bin/pip install -q -e '.[test]'
+.venv/bin/pip install -q -c constraints.txt -e '.[test]'

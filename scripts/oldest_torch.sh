@@ -22,6 +22,6 @@ if [ ! -x .venv-oldest/bin/python ]; then
     "$PY38" -m venv .venv-oldest
 fi
 if ! .venv-oldest/bin/python -c "import torch, numpy" 2>/dev/null; then
-    .venv-oldest/bin/pip install -q torch==1.8.1 "numpy<1.25"
+    .venv-oldest/bin/pip install -q torch==1.8.1 numpy==1.24.4 typing-extensions==4.13.2
 fi
 .venv-oldest/bin/python -c "import sys, torch; print('oldest: python %d.%d, torch %s' % (sys.version_info[:2] + (torch.__version__,)))"

@@ -3,7 +3,9 @@
 import os
 import re
 import subprocess
+import sys
 
+import pytest
 from conftest import REPO
 
 CI = os.path.join(REPO, ".ci", "run")
@@ -33,3 +35,32 @@ def test_ci_script_is_valid_and_executable():
     assert re.search(r"^scripts/oldest_torch.sh$", text, re.M)
     assert "REQUIRE_OLDEST_TORCH=1" in text
     assert "trap stop_dockerd EXIT" in text
+
+
+def test_host_environment_matches_constraints():
+    """setup.sh installs with -c constraints.txt: the running environment must be exactly the
+    pinned one, so a new dependency or an upgrade shows here until constraints.txt records it.
+    Skipped outside a setup.sh environment (e.g. a hand-made venv)."""
+    import importlib.metadata as metadata
+
+    if os.path.realpath(sys.prefix) != os.path.realpath(os.path.join(REPO, ".venv")):
+        pytest.skip("not running in this checkout's .venv (setup.sh makes it)")
+    with open(os.path.join(REPO, "constraints.txt")) as f:
+        pinned = dict(
+            line.strip().split("==") for line in f if line.strip() and not line.startswith("#")
+        )
+    pinned = {canonical(k): v for k, v in pinned.items()}
+    unpinned, different = [], []
+    for dist in metadata.distributions():
+        name = canonical(dist.metadata["Name"])
+        if name in ("pip", "setuptools", "densenet-harness"):  # venv bootstrap, the harness
+            continue
+        if name not in pinned:
+            unpinned.append("%s %s" % (name, dist.version))
+        elif pinned[name] != dist.version:
+            different.append("%s %s (pinned %s)" % (name, dist.version, pinned[name]))
+    assert not unpinned and not different, "unpinned: %s; different: %s" % (unpinned, different)
+
+
+def canonical(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
