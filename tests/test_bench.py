@@ -10,12 +10,12 @@ import sys
 import pytest
 import torch
 from conftest import REPO, densenet
+from trainlib import TINY_BENCH
 
 sys.path.insert(0, os.path.join(REPO, "workflow", "scripts"))
 import predict_cost  # noqa: E402
 
-# One torch thread: on a shared 2-core machine two OpenMP threads can be 5-20x slower.
-TINY = ["--model", "densenet-bc40-k12", "--batch-size", "4", "--device", "cpu", "--threads", "1"]
+TINY = TINY_BENCH[: TINY_BENCH.index("--steps")]  # the probe sets its own steps
 
 
 def positive(x):
@@ -25,22 +25,7 @@ def positive(x):
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "bench.json"
-    res = densenet(
-        "bench",
-        "--out",
-        out,
-        "--steps",
-        "2",
-        "--rounds",
-        "2",
-        "--warmup",
-        "1",
-        "--data-images",
-        "256",
-        "--data-rounds",
-        "2",
-        *TINY,
-    )
+    res = densenet("bench", "--out", out, *TINY_BENCH)
     assert res.returncode == 0, res.stderr
     with open(out) as f:
         return json.load(f), res.stdout

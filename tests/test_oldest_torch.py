@@ -17,7 +17,7 @@ import subprocess
 
 import pytest
 from conftest import REPO, densenet, read_json
-from trainlib import TINY, kill9_in_epoch_2_then_resume, read_metrics
+from trainlib import TINY, TINY_BENCH, kill9_in_epoch_2_then_resume, read_metrics
 
 PINNED = ("3.8.", "1.8.")  # scripts/oldest_torch.sh: Python 3.8, torch 1.8.1
 OLDEST = os.environ.get("OLDEST_TORCH_PYTHON") or os.path.join(
@@ -135,30 +135,7 @@ def test_gradient_stage_catches_the_canary(oldest, tmp_path, canary, verdict):
 
 def test_bench_measures_both_step_sides(oldest, tmp_path):
     out = tmp_path / "bench.json"
-    run_ok(
-        "bench",
-        "--out",
-        out,
-        "--model",
-        "densenet-bc40-k12",
-        "--batch-size",
-        "8",
-        "--steps",
-        "2",
-        "--rounds",
-        "2",
-        "--warmup",
-        "1",
-        "--data-images",
-        "256",
-        "--data-rounds",
-        "2",
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
-        python=oldest,
-    )
+    run_ok("bench", "--out", out, *TINY_BENCH, python=oldest)
     bench = read_json(out)
     assert bench["step_ms"]["eager"] > 0 and bench["step_ms"]["fast"] > 0
     assert bench["data_img_s"]["ours"] > 0

@@ -1,4 +1,5 @@
-"""Trainer test helpers shared by the tests of this interpreter's torch and of the oldest one."""
+"""Trainer and bench test helpers, shared by the tests of this interpreter's torch and of the
+oldest one."""
 
 import csv
 import os
@@ -21,6 +22,12 @@ TINY = [
     "--device",
     "cpu",
 ]
+
+# `densenet bench` in seconds: batch 4, 2 timed steps x 2 rounds, 256 images x 2 data rounds.
+# One torch thread: on a shared 2-core machine two OpenMP threads can be 5-20x slower.
+TINY_BENCH = ["--model", "densenet-bc40-k12", "--batch-size", "4", "--device", "cpu"]
+TINY_BENCH += ["--threads", "1", "--steps", "2", "--rounds", "2", "--warmup", "1"]
+TINY_BENCH += ["--data-images", "256", "--data-rounds", "2"]
 
 
 def read_metrics(path, drop_timing=True):
