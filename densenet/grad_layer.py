@@ -142,7 +142,8 @@ def torch_gradcheck(fn, inputs):
     Always with raise_exception=True: torch 1.8's gradcheck drops the result of its Jacobian
     comparison, so with raise_exception=False it returns True for a wrong backward (measured:
     the canary's 2.4 max error "passes" there). Its complaints are RuntimeErrors
-    (GradcheckError, a RuntimeError, on newer releases); anything else is a crash.
+    (GradcheckError on newer releases). A crash of the layer itself surfaces before this, in
+    max_jacobian_error, which runs the same forward and backward; other exceptions propagate.
     """
     try:
         torch.autograd.gradcheck(fn, inputs, raise_exception=True, **TOLERANCES)
