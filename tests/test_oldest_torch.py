@@ -133,10 +133,13 @@ def test_gradient_stage_catches_the_canary(oldest, tmp_path, canary, verdict):
     assert result["determinism"]["bitwise_equal"] is True
 
 
-def test_bench_measures_both_step_sides(oldest, tmp_path):
+def test_bench_measures_both_sides_and_the_runners_agree(oldest, tmp_path):
     out = tmp_path / "bench.json"
     run_ok("bench", "--out", out, *TINY_BENCH, python=oldest)
     bench = read_json(out)
     assert bench["step_ms"]["eager"] > 0 and bench["step_ms"]["fast"] > 0
     assert bench["data_img_s"]["ours"] > 0
     assert bench["environ"]["torch"] == versions(oldest)[1]
+    agreement = bench["steps"]["agreement"]  # efficient = reentrant checkpoint on torch < 1.11
+    for name in ("fast_vs_eager", "efficient_vs_fast"):
+        assert agreement[name]["bitwise_equal"], agreement[name]
