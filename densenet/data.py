@@ -138,19 +138,20 @@ def download(name, data_dir):
                 "dataset %s: download failed (%s); without network, copy the official "
                 "python version to %s" % (name, str(exc).splitlines()[0], folder(name, data_dir))
             ) from None
-        install_folder(name, os.path.join(tmp, FOLDERS[name]), data_dir)
+        install_folder(name, tmp, data_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def install_folder(name, src, data_dir):
-    """Move a complete dataset folder ``src`` into ``data_dir`` by one rename.
+def install_folder(name, src_dir, data_dir):
+    """Move the complete dataset folder under ``src_dir`` (a temp data dir) into ``data_dir``
+    by one rename.
 
-    If a complete copy got there first (another job), ``src`` is left for the caller to
+    If a complete copy got there first (another job), the new one is left for the caller to
     delete. An incomplete folder in the way is moved aside to ``<folder>.incomplete-<pid>``,
     never deleted: it may be somebody's data.
     """
-    missing = [f for f in FILES[name] if not os.path.isfile(os.path.join(src, f))]
+    missing = missing_files(name, src_dir)
     if missing:
         raise DataError(
             "dataset %s: the new copy lacks %s; nothing was installed" % (name, ", ".join(missing))
@@ -164,7 +165,7 @@ def install_folder(name, src, data_dir):
         sys.stderr.write(
             "dataset %s: moved the incomplete %s aside to %s\n" % (name, target, aside)
         )
-    os.replace(src, target)
+    os.replace(folder(name, src_dir), target)
 
 
 def _unpickle(path):

@@ -28,7 +28,7 @@ def build(builder, name, data_dir):
     tmp = tempfile.mkdtemp(prefix=".build-", dir=data_dir)
     try:
         subprocess.run([sys.executable, builder, tmp], check=True)
-        data.install_folder(name, os.path.join(tmp, data.FOLDERS[name]), data_dir)
+        data.install_folder(name, tmp, data_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
