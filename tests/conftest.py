@@ -43,20 +43,29 @@ def default_sigint():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def tiny_cell(n_train, n_test):
+    """`densenet train` arguments of a tiny CPU cell: densenet-bc40-k12 on synthetic images."""
+    model = ["--model", "densenet-bc40-k12", "--dataset", "synthetic", "--device", "cpu"]
+    return model + ["--n-train", str(n_train), "--n-test", str(n_test)]
+
+
+def densenet_argv(args, python=None):
+    """`python -m densenet ARGS`, with this interpreter unless `python` names another."""
+    return [python or sys.executable, "-m", "densenet"] + [str(a) for a in args]
+
+
 def densenet(*args, python=None, **kwargs):
-    """Run `python -m densenet ARGS` from the repo root (with this interpreter unless `python`
-    names another); returns the CompletedProcess."""
+    """Run `python -m densenet ARGS` from the repo root; returns the CompletedProcess."""
     kwargs.setdefault("capture_output", True)
     kwargs.setdefault("text", True)
     kwargs.setdefault("cwd", REPO)
-    cmd = [python or sys.executable, "-m", "densenet"] + [str(a) for a in args]
-    return subprocess.run(cmd, **kwargs)
+    return subprocess.run(densenet_argv(args, python), **kwargs)
 
 
 def start_densenet(*args, python=None):
     """Start `python -m densenet ARGS` in the background, stdout and stderr merged in a pipe."""
     return subprocess.Popen(
-        [python or sys.executable, "-m", "densenet"] + [str(a) for a in args],
+        densenet_argv(args, python),
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

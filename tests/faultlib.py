@@ -7,25 +7,12 @@ import shutil
 import subprocess
 import sys
 
-from conftest import REPO, read_json
+from conftest import REPO, read_json, tiny_cell
 
 FAULTINJECT = os.path.join(REPO, "tests", "faultinject.py")
 EPOCHS = 2
 # 300 images, batch 64: 5 steps per epoch (faultinject.KILL_POSITIONS counts on that).
-TINY = [
-    "--model",
-    "densenet-bc40-k12",
-    "--dataset",
-    "synthetic",
-    "--n-train",
-    "300",
-    "--n-test",
-    "100",
-    "--epochs",
-    str(EPOCHS),
-    "--device",
-    "cpu",
-]
+TINY = tiny_cell(300, 100) + ["--epochs", str(EPOCHS)]
 # Every run with one thread: CPU reductions are summed in another order with another thread
 # count, so a resumed run is bit-identical to an uninterrupted one only at equal settings
 # (and one thread is also the fastest on a busy 2-core machine).

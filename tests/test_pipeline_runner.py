@@ -9,25 +9,14 @@ import threading
 import time
 
 import pytest
-from conftest import REPO, read_json
+from conftest import REPO, read_json, tiny_cell
 
 sys.path.insert(0, os.path.join(REPO, "workflow", "scripts"))
 
 import gpu_slots  # noqa: E402
 
 RUN_CELL = os.path.join(REPO, "workflow", "scripts", "run_cell.py")
-TINY = [
-    "--model",
-    "densenet-bc40-k12",
-    "--dataset",
-    "synthetic",
-    "--n-train",
-    "128",
-    "--n-test",
-    "64",
-    "--device",
-    "cpu",
-]
+TINY = tiny_cell(128, 64)
 
 
 def run_cell(*args, **kwargs):

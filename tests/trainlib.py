@@ -6,22 +6,11 @@ import os
 import signal
 import time
 
-from conftest import densenet, start_densenet
+from conftest import densenet, start_densenet, tiny_cell
 
 from densenet.train import TIMING_COLUMNS
 
-TINY = [
-    "--model",
-    "densenet-bc40-k12",
-    "--dataset",
-    "synthetic",
-    "--n-train",
-    "600",
-    "--n-test",
-    "200",
-    "--device",
-    "cpu",
-]
+TINY = tiny_cell(600, 200)
 
 # `densenet bench` in seconds: batch 4, 2 timed steps x 2 rounds, 256 images x 2 data rounds.
 # One torch thread: on a shared 2-core machine two OpenMP threads can be 5-20x slower.
