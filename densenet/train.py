@@ -23,6 +23,7 @@ from . import atomic, checkpoint, data, envinfo, numerics
 from .augment import Normalizer, augment
 from .models import build_model
 from .steps import Accumulator, evaluate, make_step
+from .syncs import HostSyncCounter
 
 PROTOCOLS = {
     # name: (epochs, n_train, n_test); batch 64 and lr drops at 50% / 75% for all of them.
@@ -268,7 +269,10 @@ def run(cfg, log=print):
     if why:
         note("fast path: %s; using %s" % (why, step.mode))
     n, bs = y_train.shape[0], cfg["batch_size"]
-    extra = {"dataset_identity": ds.identity}
+    # Host syncs torch reports inside each epoch's training loop (CUDA only; see syncs.py):
+    # the eager step makes one per step, the fast step none once its graphs are captured.
+    host_syncs = []
+    extra = {"dataset_identity": ds.identity, "host_syncs_per_epoch": host_syncs}
     session_t0 = time.perf_counter()
 
     for epoch in range(start + 1, cfg["epochs"] + 1):
@@ -281,16 +285,18 @@ def run(cfg, log=print):
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        perm = torch.randperm(n, generator=gen, device=device)
-        for i in range(0, n, bs):
-            idx = perm[i : i + bs]
-            xb = x_train[idx]
-            xb = (
-                augment(xb, normalize, gen, cfg["augment_order"])
-                if cfg["augment"] == "on"
-                else normalize(xb)
-            )
-            step(xb, y_train[idx])
+        with HostSyncCounter(device) as syncs:
+            perm = torch.randperm(n, generator=gen, device=device)
+            for i in range(0, n, bs):
+                idx = perm[i : i + bs]
+                xb = x_train[idx]
+                xb = (
+                    augment(xb, normalize, gen, cfg["augment_order"])
+                    if cfg["augment"] == "on"
+                    else normalize(xb)
+                )
+                step(xb, y_train[idx])
+        host_syncs.append(syncs.count)
         train_loss, train_err = acc.read()  # syncs: the timed region ends on finished work
         epoch_s = time.perf_counter() - t0
         t1 = time.perf_counter()

@@ -1,14 +1,18 @@
 """The GPU measurements of BENCHMARKS.md in one go, for a session lent an H100/H200.
 
-Runs, in this order, with the machine's own python3/torch (no Docker there):
+Runs, in this order (most wanted first: with GPU_BENCH_BUDGET_S set, a run that would pass
+that many seconds from the start is cut short or skipped, and the table is still written),
+with the machine's own python3/torch (no Docker there):
   1. build CIFAR-10 (cifar10-jpeg75) from the carried JPEG bundle (~20 s; needs numpy, Pillow)
   2. bench densenet-bc100-k12, batch 64: fp32 (TF32 off), cuDNN on -- eager vs CUDA graph,
      efficient mode time and memory, data pipeline vs a torchvision DataLoader (all cores)
-  3. the same with TF32 on, then with cuDNN off (data pipeline shrunk: it does not change)
+  3. the same with TF32 on (data pipeline shrunk: it does not change)
   4. train 4 epochs of 5,000 images with --fast off and on (the lr drops at epochs 3 and 4, the
-     partial last batch is captured in epoch 4): per-epoch losses must agree to fp32 noise
-  5. train 1 epoch with dropout (--augment off) and --efficient on: graph or loud fallback
-  6. a cost probe, and its predicted epoch time against step 4's measured one
+     partial last batch is captured in epoch 4): per-epoch losses must agree to fp32 noise,
+     and the host syncs per epoch (summary.json) show what the fast path saves
+  5. bench with cuDNN off
+  6. train 1 epoch with dropout (--augment off) and --efficient on: graph or loud fallback
+  7. a cost probe, and its predicted epoch time against step 4's measured one
 and prints one table last. Every JSON and the table go to $OUT (the device tool returns them);
 scratch files to $GPU_BENCH_WORK (default /tmp/gpu_bench_work). If CIFAR-10 cannot be built
 (e.g. no Pillow there), every run uses synthetic data and the table says so.
@@ -53,12 +57,22 @@ TRAIN = [
     "off",
 ]
 LOG = []
+BUDGET = float(os.environ.get("GPU_BENCH_BUDGET_S") or 1e9)
+DEADLINE = time.time() + BUDGET
 
 
 def run(args, timeout):
-    """Run `python -m densenet ARGS` (or a script); keep going on failure, log the tail."""
+    """Run `python -m densenet ARGS` (or a script); keep going on failure, log the tail.
+
+    Each run also stops at the script's deadline (GPU_BENCH_BUDGET_S after the start), so
+    the table and log are always written inside the lease; a run past it is skipped."""
     t0 = time.time()
     cmd = [PY] + args
+    timeout = min(timeout, DEADLINE - t0)
+    if timeout < 5:
+        LOG.append("$ %s\n[skipped: the %s s budget is spent]" % (" ".join(cmd), BUDGET))
+        print("[%s] skipped (budget spent): %s" % (time.strftime("%H:%M:%S"), " ".join(args[:6])))
+        return "skipped"
     try:
         res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
         rc, text = res.returncode, res.stdout + res.stderr
@@ -125,69 +139,25 @@ def main():
             "1",
         ]
         runs = {k: v + tiny for k, v in runs.items()}
-    for name, extra in runs.items():
-        run(
-            ["-m", "densenet", "bench", "--out", "%s/bench_%s.json" % (OUT, name)]
-            + MODEL
-            + src
-            + extra,
-            240,
-        )
+
+    def bench(name):
+        argv = ["-m", "densenet", "bench", "--out", "%s/bench_%s.json" % (OUT, name)]
+        run(argv + MODEL + src + runs[name], 240)
+
+    def trainrun(name, epochs, extra, timeout):
+        argv = ["-m", "densenet", "train", "--out", "%s/%s" % (WORK, name), "--epochs", epochs]
+        run(argv + extra + ["--data-dir", data] + train, timeout)
+
+    # Most wanted first: a budget that runs out (GPU_BENCH_BUDGET_S) drops the tail of this list.
+    bench("fp32")
+    bench("tf32")
     for fast in ("off", "on"):
-        run(
-            [
-                "-m",
-                "densenet",
-                "train",
-                "--out",
-                "%s/train_%s" % (WORK, fast),
-                "--epochs",
-                "4",
-                "--fast",
-                fast,
-                "--data-dir",
-                data,
-            ]
-            + train,
-            240,
-        )
-    run(
-        [
-            "-m",
-            "densenet",
-            "train",
-            "--out",
-            "%s/train_dropout" % WORK,
-            "--epochs",
-            "1",
-            "--fast",
-            "on",
-            "--augment",
-            "off",
-            "--efficient",
-            "on",
-            "--data-dir",
-            data,
-        ]
-        + train,
-        120,
-    )
-    run(
-        [
-            "-m",
-            "densenet",
-            "bench",
-            "--probe",
-            "--out",
-            "%s/probe.json" % OUT,
-            "--models",
-            "densenet-bc40-k12," + NAME,
-        ]
-        + MODEL[2:]
-        + src
-        + (["--steps", "1"] if DRY else []),
-        240,
-    )
+        trainrun("train_" + fast, "4", ["--fast", fast], 240)
+    bench("cudnn_off")
+    dropout = ["--fast", "on", "--augment", "off", "--efficient", "on"]
+    trainrun("train_dropout", "1", dropout, 120)
+    probe = ["-m", "densenet", "bench", "--probe", "--out", "%s/probe.json" % OUT]
+    run(probe + ["--models", NAME] + MODEL[2:] + src + (["--steps", "1"] if DRY else []), 240)
     check = dict(train_check(), dataset=dataset)
     with open(os.path.join(OUT, "train_check.json"), "w") as f:
         json.dump(check, f, indent=1)
@@ -221,6 +191,7 @@ def train_check():
                 "final_test_err",
                 "peak_mem_mb",
                 "reason",
+                "host_syncs_per_epoch",
             )
         }
     probe = load(os.path.join(OUT, "probe.json"))
@@ -316,6 +287,10 @@ def table(check):
             check["train_off"]["step_mode"],
             check["train_on"]["step_mode"],
         )
+    )
+    lines.append(
+        "host syncs per epoch in the training loop: eager %s | fast %s"
+        % (check["train_off"]["host_syncs_per_epoch"], check["train_on"]["host_syncs_per_epoch"])
     )
     lines.append(
         "dropout + efficient + fast: %s (%s)"

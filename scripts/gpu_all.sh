@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Every GPU measurement of BENCHMARKS.md in one device call, bounded so that it ends inside
+# the lease with its results packed: the device tool returns at most 8 files from $OUT.
+# Usage (repo root, on the lent machine): scripts/gpu_all.sh [BUNDLE]
+#   BUNDLE: the carried cifar10-jpeg75 folder (default .device/cifar10-jpeg75)
+# Budgets in seconds (defaults fit a 540 s call): BENCH_S for scripts/gpu_bench.py, CHECK_S
+# for scripts/gpu_check.sh, EXPLORE_S for scripts/gpu_explore.py. Each stage ends within
+# its budget and writes its table; a stage that fails does not stop the next.
+# Leaves in $OUT: gpu.tgz (every JSON, table and log; the training cells' metrics too),
+# bench_table.txt, check_table.txt, explore.json, gpu.txt (nvidia-smi, versions); prints both
+# tables last. GPU_BENCH_DRY=1 runs every stage on the CPU at tiny sizes (tests/test_gpu_scripts.py).
+set -uo pipefail
+: "${OUT:?set OUT to the folder that comes back}"
+BUNDLE=${1:-.device/cifar10-jpeg75}
+PY=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1
+WORK=$(mktemp -d)
+
+if [ "${GPU_BENCH_DRY:-}" = 1 ]; then
+    export DEVICE=cpu BATCH_SIZE=4 STEPS=2  # gpu_check.sh's dry run
+    EXPLORE=(--device cpu --model densenet-bc40-k12 --batch-size 4 --steps 2)
+else
+    EXPLORE=()
+fi
+nvidia-smi >"$OUT/gpu.txt" 2>&1 || echo "(no nvidia-smi)" >>"$OUT/gpu.txt"
+"$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', \
+torch.backends.cudnn.version(), torch.cuda.is_available() and torch.cuda.get_device_name(0))" \
+    2>&1 | tee -a "$OUT/gpu.txt"
+
+echo "== bench ($(date +%T))"
+OUT="$WORK/bench" GPU_BENCH_WORK="$WORK/work" GPU_BENCH_BUDGET_S=${BENCH_S:-300} timeout $((${BENCH_S:-300} + 30)) \
+    "$PY" scripts/gpu_bench.py "$BUNDLE"
+echo "== gradient check ($(date +%T))"
+CHECK_BUDGET_S=${CHECK_S:-150} PYTHON="$PY" timeout $((${CHECK_S:-150} + 30)) \
+    scripts/gpu_check.sh "$WORK/check"
+echo "== explore ($(date +%T))"
+OUT="$WORK" timeout "${EXPLORE_S:-45}" "$PY" scripts/gpu_explore.py "${EXPLORE[@]}"
+
+cp "$WORK/bench/table.txt" "$OUT/bench_table.txt" 2>/dev/null
+cp "$WORK/check/table.txt" "$OUT/check_table.txt" 2>/dev/null
+cp "$WORK/explore.json" "$OUT/explore.json" 2>/dev/null
+tar czf "$OUT/gpu.tgz" -C "$WORK" --exclude=./work/data . && rm -rf "$WORK"
+echo "== done ($(date +%T))"
+cat "$OUT/bench_table.txt" "$OUT/check_table.txt" 2>/dev/null
