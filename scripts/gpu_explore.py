@@ -64,9 +64,7 @@ def measure(model_name, batch, tf32, fmt, steps, device):
         "fallback": getattr(step, "fallback_reason", None) or why,
         "step_ms": summarize(ms),
         "setup_s": setup_s,
-        "peak_mem_mb": torch.cuda.max_memory_allocated() / 2**20
-        if device.type == "cuda"
-        else None,
+        "peak_mem_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
     }
 
 
@@ -86,7 +84,8 @@ def main(argv=None):
         try:
             res = measure(args.model, args.batch_size, tf32, fmt, args.steps, device)
         except Exception as exc:  # one setting failing must not lose the others
-            res = {"tf32": tf32, "memory_format": fmt, "error": "%s: %s" % (type(exc).__name__, exc)}
+            why = "%s: %s" % (type(exc).__name__, exc)
+            res = {"tf32": tf32, "memory_format": fmt, "error": why}
         out["results"].append(res)
         print(json.dumps(res), flush=True)
     dest = os.environ.get("OUT") or "."

@@ -20,7 +20,7 @@ class Switch(object):
 
     def sync(self):  # what torch does on .item() while the mode is "warn"
         if self.modes and self.modes[-1] == "warn":
-            warnings.warn(SYNC_MESSAGE)
+            warnings.warn(SYNC_MESSAGE, stacklevel=2)
 
 
 def test_counts_each_sync_and_restores_the_mode():
@@ -42,11 +42,9 @@ def test_other_warnings_are_passed_on():
         warnings.simplefilter("always")
         with HostSyncCounter(torch.device("cuda"), set_mode=switch) as c:
             switch.sync()
-            warnings.warn("something else", DeprecationWarning)
+            warnings.warn("something else", DeprecationWarning, stacklevel=2)
     assert c.count == 1
-    assert [(str(w.message), w.category) for w in outer] == [
-        ("something else", DeprecationWarning)
-    ]
+    assert [(str(w.message), w.category) for w in outer] == [("something else", DeprecationWarning)]
 
 
 def test_not_measured_on_cpu_is_none_not_zero():
