@@ -3,7 +3,7 @@
 # the lease with its results packed: the device tool returns at most 8 files from $OUT.
 # Usage (repo root, on the lent machine): scripts/gpu_all.sh [BUNDLE]
 #   BUNDLE: the carried cifar10-jpeg75 folder (default .device/cifar10-jpeg75)
-# Budgets in seconds (defaults fit a 540 s call): BENCH_S for scripts/gpu_bench.py, CHECK_S
+# Budgets in seconds (defaults fit a 560 s call): BENCH_S for scripts/gpu_bench.py, CHECK_S
 # for scripts/gpu_check.sh, EXPLORE_S for scripts/gpu_explore.py. Each stage ends within
 # its budget and writes its table; a stage that fails does not stop the next.
 # Leaves in $OUT: gpu.tgz (every JSON, table and log; the training cells' metrics too),
@@ -22,6 +22,10 @@ if [ "${GPU_BENCH_DRY:-}" = 1 ]; then
 else
     EXPLORE=()
 fi
+# EXPLORE_ARGS: extra gpu_explore.py options (e.g. --compile); GPU_BENCH_STAGES and ONLY pass
+# through the environment to gpu_bench.py and gpu_check.sh, to redo some of their runs.
+read -r -a MORE <<<"${EXPLORE_ARGS:-}"
+EXPLORE+=("${MORE[@]}")
 nvidia-smi >"$OUT/gpu.txt" 2>&1 || echo "(no nvidia-smi)" >>"$OUT/gpu.txt"
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', \
 torch.backends.cudnn.version(), torch.cuda.is_available() and torch.cuda.get_device_name(0))" \

@@ -40,6 +40,7 @@ PY = sys.executable
 DRY = os.environ.get("GPU_BENCH_DRY") == "1"
 DEVICE = "cpu" if DRY else "cuda"
 NAME = "densenet-bc40-k12" if DRY else "densenet-bc100-k12"
+BIG = "densenet-bc40-k12" if DRY else "densenet-bc190-k40"
 N_TRAIN = 200 if DRY else 5000
 MODEL = ["--model", NAME, "--batch-size", "64", "--device", DEVICE]
 TRAIN = [
@@ -57,6 +58,18 @@ TRAIN = [
     "off",
 ]
 LOG = []
+STAGES = (  # most wanted first
+    "fp32",
+    "tf32",
+    "train",
+    "cudnn_off",
+    "dropout",
+    "probe",
+    "deterministic",
+    "train_det",
+    "train_noise",
+    "big",
+)
 BUDGET = float(os.environ.get("GPU_BENCH_BUDGET_S") or 1e9)
 DEADLINE = time.time() + BUDGET
 
@@ -103,7 +116,19 @@ def epochs(cell):
         return []
 
 
+def wanted_stages():
+    """GPU_BENCH_STAGES=a,b: only those stages (in the order of STAGES); default all."""
+    wanted = os.environ.get("GPU_BENCH_STAGES")
+    if not wanted:
+        return list(STAGES)
+    unknown = [w for w in wanted.split(",") if w not in STAGES]
+    if unknown:
+        sys.exit("GPU_BENCH_STAGES: unknown %s; expected some of %s" % (unknown, ",".join(STAGES)))
+    return [name for name in STAGES if name in wanted.split(",")]
+
+
 def main():
+    wanted = wanted_stages()
     bundle = sys.argv[1] if len(sys.argv) > 1 else ".device/cifar10-jpeg75"
     os.makedirs(OUT, exist_ok=True)
     data = os.path.join(WORK, "data")
@@ -122,42 +147,54 @@ def main():
         "fp32": ["--tf32", "off", "--steps", "60"] + full,
         "tf32": ["--tf32", "on", "--steps", "60"] + small,
         "cudnn_off": ["--cudnn", "off", "--steps", "12", "--rounds", "3"] + small,
+        # cuDNN's deterministic algorithms, no autotuning: fast must then equal eager bitwise.
+        "deterministic": ["--deterministic", "on", "--steps", "20", "--profile", "off"] + small,
+        # A large config, for efficient mode's memory saving and overhead.
+        "big": ["--model", BIG, "--steps", "6", "--rounds", "2", "--warmup", "4"]
+        + ["--profile", "off"]
+        + small,
     }
     if DRY:
-        tiny = [
-            "--steps",
-            "2",
-            "--rounds",
-            "1",
-            "--warmup",
-            "1",
-            "--data-images",
-            "256",
-            "--data-rounds",
-            "1",
-            "--threads",
-            "1",
-        ]
+        tiny = ["--steps", "2", "--rounds", "1", "--warmup", "1", "--threads", "1"]
+        tiny += ["--data-images", "256", "--data-rounds", "1"]
         runs = {k: v + tiny for k, v in runs.items()}
 
     def bench(name):
         argv = ["-m", "densenet", "bench", "--out", "%s/bench_%s.json" % (OUT, name)]
-        run(argv + MODEL + src + runs[name], 240)
+        run(argv + MODEL + src + runs[name], 240)  # a later --model overrides MODEL's
 
-    def trainrun(name, epochs, extra, timeout):
+    def trainrun(name, epochs, extra, timeout=240):
         argv = ["-m", "densenet", "train", "--out", "%s/%s" % (WORK, name), "--epochs", epochs]
         run(argv + extra + ["--data-dir", data] + train, timeout)
 
-    # Most wanted first: a budget that runs out (GPU_BENCH_BUDGET_S) drops the tail of this list.
-    bench("fp32")
-    bench("tf32")
-    for fast in ("off", "on"):
-        trainrun("train_" + fast, "4", ["--fast", fast], 240)
-    bench("cudnn_off")
-    dropout = ["--fast", "on", "--augment", "off", "--efficient", "on"]
-    trainrun("train_dropout", "1", dropout, 120)
-    probe = ["-m", "densenet", "bench", "--probe", "--out", "%s/probe.json" % OUT]
-    run(probe + ["--models", NAME] + MODEL[2:] + src + (["--steps", "1"] if DRY else []), 240)
+    def probe():
+        argv = ["-m", "densenet", "bench", "--probe", "--out", "%s/probe.json" % OUT]
+        run(argv + ["--models", NAME] + MODEL[2:] + src + (["--steps", "1"] if DRY else []), 240)
+
+    det = ["--deterministic", "on"]
+    stages = {
+        "fp32": lambda: bench("fp32"),
+        "tf32": lambda: bench("tf32"),
+        "train": lambda: [trainrun("train_" + f, "4", ["--fast", f]) for f in ("off", "on")],
+        "cudnn_off": lambda: bench("cudnn_off"),
+        "dropout": lambda: trainrun(
+            "train_dropout", "1", ["--fast", "on", "--augment", "off", "--efficient", "on"], 120
+        ),
+        "probe": probe,
+        "deterministic": lambda: bench("deterministic"),
+        "train_det": lambda: [
+            trainrun("train_det_" + f, "4", ["--fast", f] + det) for f in ("off", "on")
+        ],
+        # A second eager run: how far two runs of the same eager code drift apart under
+        # cuDNN's autotuned (nondeterministic) algorithms, the yardstick for fast vs eager.
+        "train_noise": lambda: trainrun("train_off2", "4", ["--fast", "off"]),
+        "big": lambda: bench("big"),
+    }
+    # Most wanted first: a budget that runs out (GPU_BENCH_BUDGET_S) drops the tail of this
+    # list. GPU_BENCH_STAGES=a,b runs only those (e.g. to redo a few in a second call).
+    assert tuple(stages) == STAGES
+    for name in wanted:
+        stages[name]()
     check = dict(train_check(), dataset=dataset)
     with open(os.path.join(OUT, "train_check.json"), "w") as f:
         json.dump(check, f, indent=1)
@@ -178,9 +215,13 @@ def train_check():
             for r, s in zip(off, on)
         ]
     }
-    diffs = [abs(float(r["train_loss"]) - float(s["train_loss"])) for r, s in zip(off, on)]
-    out["max_abs_train_loss_diff"] = max(diffs) if diffs else None
-    for name in ("train_off", "train_on", "train_dropout"):
+    out["max_abs_train_loss_diff"] = compare(off, on)["max_abs_train_loss_diff"]
+    # The yardsticks: under deterministic cuDNN fast must equal eager exactly; with autotuned
+    # (nondeterministic) algorithms, fast vs eager should drift no more than eager vs eager.
+    det_off, det_on = epochs(WORK + "/train_det_off"), epochs(WORK + "/train_det_on")
+    out["deterministic"] = compare(det_off, det_on)
+    out["eager_vs_eager"] = compare(off, epochs(WORK + "/train_off2"))
+    for name in ("train_off", "train_on", "train_dropout", "train_det_on", "train_off2"):
         summ = load(os.path.join(WORK, name, "summary.json")) or {}
         out[name] = {
             k: summ.get(k)
@@ -208,13 +249,34 @@ def train_check():
     return out
 
 
+def compare(a, b):
+    """How far two trainings' per-epoch losses lie apart (None: a run is missing)."""
+    if not a or len(a) != len(b):
+        return {"epochs": 0, "max_abs_train_loss_diff": None, "losses_bitwise_equal": None}
+    cols = ("train_loss", "test_loss")
+    return {
+        "epochs": len(a),
+        "max_abs_train_loss_diff": max(
+            abs(float(r["train_loss"]) - float(q["train_loss"])) for r, q in zip(a, b)
+        ),
+        "max_abs_test_loss_diff": max(
+            abs(float(r["test_loss"]) - float(q["test_loss"])) for r, q in zip(a, b)
+        ),
+        # The CSV holds repr(float): equal text is the same float64.
+        "losses_bitwise_equal": all(r[c] == q[c] for r, q in zip(a, b) for c in cols),
+    }
+
+
 def fmt(x, unit=""):
     return "-" if x is None else ("%.4g%s" % (x, unit))
 
 
 def table(check):
     lines = []
-    b = {n: load("%s/bench_%s.json" % (OUT, n)) for n in ("fp32", "tf32", "cudnn_off")}
+    b = {
+        n: load("%s/bench_%s.json" % (OUT, n))
+        for n in ("fp32", "tf32", "cudnn_off", "deterministic", "big")
+    }
     env = next((r["environ"] for r in b.values() if r), None)
     if env:
         lines.append(
@@ -232,7 +294,13 @@ def table(check):
     lines.append(
         "%-30s %12s %12s %8s   %s" % (NAME + ", batch 64", "eager", "fast", "ratio", "target")
     )
-    targets = {"fp32": "fast <= 10 ms", "tf32": "fast <= 6 ms", "cudnn_off": "-"}
+    targets = {
+        "fp32": "fast <= 10 ms",
+        "tf32": "fast <= 6 ms",
+        "cudnn_off": "-",
+        "deterministic": "fast = eager bitwise",
+        "big": BIG,
+    }
     for name, res in b.items():
         if not res:
             lines.append("%-30s  (no result: see log.txt)" % name)
@@ -260,10 +328,17 @@ def table(check):
                 fmt(eff["peak_mem_mb"]["efficient"]),
             )
         )
-        ag = res["steps"]["agreement"]["fast_vs_eager"]
+        ag = res["steps"]["agreement"]
         lines.append(
-            "  fast vs eager after %d steps: max |state diff| %.3g"
-            % (ag["steps"][0], ag["max_abs_state_diff"])
+            "  after %d steps, max |state diff|: fast vs eager %.3g (bitwise %s), "
+            "efficient vs fast %.3g (bitwise %s)"
+            % (
+                ag["fast_vs_eager"]["steps"][0],
+                ag["fast_vs_eager"]["max_abs_state_diff"],
+                ag["fast_vs_eager"]["bitwise_equal"],
+                ag["efficient_vs_fast"]["max_abs_state_diff"],
+                ag["efficient_vs_fast"]["bitwise_equal"],
+            )
         )
     if b["fp32"]:
         d = b["fp32"]["data_img_s"]
@@ -288,6 +363,21 @@ def table(check):
             check["train_on"]["step_mode"],
         )
     )
+    for key, label in (
+        ("deterministic", "the same, --deterministic on"),
+        ("eager_vs_eager", "eager vs a second eager run"),
+    ):
+        c = check[key]
+        if c["epochs"]:
+            lines.append(
+                "%s: max |train loss diff| %s, |test loss diff| %s; losses bitwise equal %s"
+                % (
+                    label,
+                    fmt(c["max_abs_train_loss_diff"]),
+                    fmt(c["max_abs_test_loss_diff"]),
+                    c["losses_bitwise_equal"],
+                )
+            )
     lines.append(
         "host syncs per epoch in the training loop: eager %s | fast %s"
         % (check["train_off"]["host_syncs_per_epoch"], check["train_on"]["host_syncs_per_epoch"])

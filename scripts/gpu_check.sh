@@ -8,6 +8,7 @@
 #   DEVICE=cpu runs the same matrix on the CPU (a dry run of this script: cuDNN and TF32 are
 #   then recorded as not applicable).
 # Each run is bounded by `timeout 150`; a crashed or timed-out run shows as such in the table.
+# ONLY=REGEX runs only the runs whose names match (names: cudnn-on.tf32-off.none, ...).
 # CHECK_BUDGET_S (default: none) bounds the whole matrix: a run is cut to what is left of it,
 # and skipped (a `skipped` row) when under 10 s are left, so the table is always written.
 set -uo pipefail
@@ -34,6 +35,9 @@ BUDGET=${CHECK_BUDGET_S:-}
 run() {  # name, then extra gradcheck options
     local name=$1
     shift
+    if [ -n "${ONLY:-}" ] && ! [[ $name =~ $ONLY ]]; then
+        return  # ONLY (a bash regex on the run names) picks some runs, e.g. to redo them
+    fi
     local t0=$SECONDS rc=0 limit=150
     if [ -n "$BUDGET" ]; then
         local left=$((BUDGET - SECONDS))

@@ -29,18 +29,24 @@ from densenet.timing import summarize, time_calls  # noqa: E402
 from densenet.train import make_optimizer  # noqa: E402
 
 FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
-SETTINGS = [  # (tf32, memory format)
-    ("off", "contiguous"),
-    ("off", "channels_last"),
-    ("on", "contiguous"),
-    ("on", "channels_last"),
+SETTINGS = [  # (tf32, memory format, torch.compile)
+    ("off", "contiguous", False),
+    ("off", "channels_last", False),
+    ("on", "contiguous", False),
+    ("on", "channels_last", False),
 ]
+# --compile: inductor fuses the BN-ReLU and cat copies into Triton kernels and leaves the
+# convolutions to cuDNN; fp32 arithmetic, reductions possibly reordered. Against the plain
+# graph step in the same process.
+COMPILE_SETTINGS = [("off", "contiguous", False), ("off", "contiguous", True)]
 
 
-def measure(model_name, batch, tf32, fmt, steps, device):
+def measure(model_name, batch, tf32, fmt, compiled, steps, device):
     numerics.configure(cudnn="on", tf32=tf32, seed=0)
     memory_format = FORMATS[fmt]
     model = build_model(model_name).to(device).to(memory_format=memory_format)
+    if compiled:
+        model = torch.compile(model)  # compiles in the first warmup step below
     optimizer = make_optimizer("sgd", model.parameters(), 0.1)
     step, why = make_step(model, optimizer, Accumulator(device), device, True, "sgd")
     gen = torch.Generator(device=device)
@@ -60,6 +66,7 @@ def measure(model_name, batch, tf32, fmt, steps, device):
         "batch": batch,
         "tf32": tf32,
         "memory_format": fmt,
+        "compiled": compiled,
         "mode": step.mode,
         "fallback": getattr(step, "fallback_reason", None) or why,
         "step_ms": summarize(ms),
@@ -74,23 +81,24 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--device", default="cuda")
+    p.add_argument("--compile", action="store_true", help="torch.compile vs plain, fp32")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     out = {"torch": torch.__version__, "results": []}
     if device.type == "cuda":
         out["gpu"] = torch.cuda.get_device_name(0)
         out["cudnn"] = torch.backends.cudnn.version()
-    for tf32, fmt in SETTINGS:
+    dest = os.path.join(os.environ.get("OUT") or ".", "explore.json")
+    for tf32, fmt, compiled in COMPILE_SETTINGS if args.compile else SETTINGS:
         try:
-            res = measure(args.model, args.batch_size, tf32, fmt, args.steps, device)
+            res = measure(args.model, args.batch_size, tf32, fmt, compiled, args.steps, device)
         except Exception as exc:  # one setting failing must not lose the others
-            why = "%s: %s" % (type(exc).__name__, exc)
-            res = {"tf32": tf32, "memory_format": fmt, "error": why}
+            why = "%s: %s" % (type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            res = {"tf32": tf32, "memory_format": fmt, "compiled": compiled, "error": why}
         out["results"].append(res)
         print(json.dumps(res), flush=True)
-    dest = os.environ.get("OUT") or "."
-    with open(os.path.join(dest, "explore.json"), "w") as f:
-        json.dump(out, f, indent=1)
+        with open(dest, "w") as f:  # after each setting: a timeout keeps what was measured
+            json.dump(out, f, indent=1)
 
 
 if __name__ == "__main__":
