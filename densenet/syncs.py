@@ -1,10 +1,13 @@
 """Count the host syncs inside a block of CUDA work, to show that an epoch has none.
 
-torch's CUDA sync debug mode ("warn") makes every synchronizing call it knows of (``.item()``,
-a blocking device-to-host copy, ``torch.cuda.synchronize()``, ...) raise the warning
-"called a synchronizing CUDA operation". The counter records warnings for the block, counts
-those, and hands every other warning on unchanged. torch says not every sync is covered (the
-distributed and sparse namespaces are not), so a count of 0 means "none that torch reports".
+torch's CUDA sync debug mode ("warn") makes the synchronizing calls it knows of (``.item()``,
+blocking device-to-host copies, ops whose output size depends on the data, ...) raise the
+warning "called a synchronizing CUDA operation". The counter records warnings for the block,
+counts those, and hands every other warning on unchanged. Not every sync is covered: torch
+names the distributed and sparse namespaces, and on an H200 with torch 2.11 the explicit
+``torch.cuda.synchronize()`` around each graph capture was not reported either (BENCHMARKS.md).
+So a count of 0 means "no implicit sync that torch reports", which is what the eager step's
+per-step ``loss.item()`` is (one per step there).
 Off CUDA, or on a torch without the mode (< 1.10), the count is None: not measured, never 0.
 """
 

@@ -1,53 +1,138 @@
 """The one-call GPU scripts, run on the CPU in their dry modes, so that they do not rot between
-the rare sessions lent a GPU (a broken script would cost the whole lease): scripts/gpu_bench.py
-with GPU_BENCH_DRY=1 and scripts/gpu_check.sh with DEVICE=cpu."""
+the rare sessions lent a GPU (a broken script would cost the whole lease): scripts/gpu_all.sh
+with GPU_BENCH_DRY=1 (gpu_bench.py, gpu_check.sh with DEVICE=cpu and gpu_explore.py), and the
+budgets and selections that let a second, shorter call redo a few runs."""
 
 import json
 import os
 import subprocess
 import sys
+import tarfile
 
 import pytest
 from conftest import REPO
 
-pytestmark = pytest.mark.slow
+STAGES = 10  # scripts/gpu_bench.py STAGES; 12 densenet runs in all (train, train_det: 2 each)
 
 
-def run_script(argv, env):
-    return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+def run_script(argv, env, timeout=900):
+    return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def test_gpu_bench_dry_run_completes_every_step(tmp_path):
-    out, work = tmp_path / "out", tmp_path / "work"
-    env = dict(os.environ, GPU_BENCH_DRY="1", OUT=str(out), GPU_BENCH_WORK=str(work))
+def check_rows(table_text):
+    return [line for line in table_text.splitlines() if "tf32-" in line]
+
+
+@pytest.mark.slow
+def test_gpu_all_dry_run_completes_every_stage_and_packs_its_results(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    env = dict(os.environ, GPU_BENCH_DRY="1", OUT=str(out), PYTHON=sys.executable)
     # A bundle that is not there: the CIFAR-10 build fails and every run falls back to
     # synthetic data, as it would on a lent machine without Pillow (and 20 s faster here).
-    bundle = str(tmp_path / "no-bundle")
-    res = run_script([sys.executable, "scripts/gpu_bench.py", bundle], env)
+    res = run_script(["scripts/gpu_all.sh", str(tmp_path / "no-bundle")], env)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    log = (out / "log.txt").read_text()
-    # The build (expected to fail) and then 7 densenet runs, each of which must succeed.
-    assert log.count("[rc 0,") == 7, log[-3000:]
-    table = (out / "table.txt").read_text()
+    # The device tool returns at most 8 files from $OUT, none deeper than 2 folders.
+    names = sorted(os.listdir(out))
+    assert names == sorted(
+        ["gpu.tgz", "bench_table.txt", "check_table.txt", "explore.json", "gpu.txt"]
+    )
+    with tarfile.open(out / "gpu.tgz") as tar:
+        tar.extractall(tmp_path / "all")
+    got = tmp_path / "all"
+
+    log = (got / "bench" / "log.txt").read_text()
+    assert log.count("[rc 0,") == 12, log[-3000:]  # the build fails (no bundle) by design
+    table = (out / "bench_table.txt").read_text()
+    assert table == (got / "bench" / "table.txt").read_text()
     assert "data: synthetic" in table
     assert "train 4 epochs, fast off vs on: max |train loss diff| 0;" in table
-    for name in ("fp32", "tf32", "cudnn_off"):
-        bench = json.loads((out / ("bench_%s.json" % name)).read_text())
+    # On a CPU every pair is bitwise equal; on a GPU only the deterministic one must be.
+    assert "the same, --deterministic on: max |train loss diff| 0," in table
+    assert "eager vs a second eager run: max |train loss diff| 0," in table
+    assert table.count("fast vs eager 0 (bitwise True), efficient vs fast 0 (bitwise True)") == 5
+    for name in ("fp32", "tf32", "cudnn_off", "deterministic", "big"):
+        bench = json.loads((got / "bench" / ("bench_%s.json" % name)).read_text())
         assert bench["environ"]["torch"]
-    check = json.loads((out / "train_check.json").read_text())
+    check = json.loads((got / "bench" / "train_check.json").read_text())
     assert len(check["epochs"]) == 4 and check["dataset"] == "synthetic"
-    assert (out / "probe.json").is_file()
+    assert check["deterministic"]["losses_bitwise_equal"] is True
+    assert check["train_on"]["host_syncs_per_epoch"] == [None] * 4  # measured on CUDA only
+    assert (got / "bench" / "probe.json").is_file()
+    for cell in ("train_off", "train_on", "train_det_off", "train_det_on", "train_off2"):
+        assert (got / "work" / cell / "metrics.csv").is_file(), cell
+    assert not (got / "work" / "data").exists()  # the images are not packed
 
-
-def test_gpu_check_on_cpu_gives_the_expected_verdicts(tmp_path):
-    dest = tmp_path / "check"
-    env = dict(os.environ, DEVICE="cpu", PYTHON=sys.executable, BATCH_SIZE="4", STEPS="2")
-    res = run_script(["scripts/gpu_check.sh", str(dest)], env)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    rows = [line for line in (dest / "table.txt").read_text().splitlines() if "tf32-" in line]
+    rows = check_rows((out / "check_table.txt").read_text())
     assert len(rows) == 9, rows  # cuDNN on/off x TF32 off/on x clean/canary, + deterministic
     for row in rows:
         name, verdict = row.split()[:2]
         assert verdict == ("fail" if "noncontig-grad" in name else "pass"), row
         assert "unexpected: none" in row, row
-    assert len(json.loads((dest / "summary.json").read_text())) == 9
+    assert len(json.loads((got / "check" / "summary.json").read_text())) == 9
+
+    explore = json.loads((out / "explore.json").read_text())
+    assert len(explore["results"]) == 4
+    assert all(r["step_ms"]["n"] == 2 for r in explore["results"]), explore
+
+
+def test_spent_budgets_skip_runs_but_still_write_the_tables(tmp_path):
+    out, work = tmp_path / "out", tmp_path / "work"
+    env = dict(
+        os.environ,
+        GPU_BENCH_DRY="1",
+        OUT=str(out),
+        GPU_BENCH_WORK=str(work),
+        GPU_BENCH_BUDGET_S="0",
+    )
+    res = run_script([sys.executable, "scripts/gpu_bench.py", str(tmp_path)], env, 120)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    log = (out / "log.txt").read_text()
+    assert log.count("[skipped: the 0.0 s budget is spent]") == 1 + 12, log
+    assert (
+        "fp32                            (no result: see log.txt)"
+        in (out / "table.txt").read_text()
+    )
+
+    dest = tmp_path / "check"
+    env = dict(os.environ, DEVICE="cpu", PYTHON=sys.executable, CHECK_BUDGET_S="0")
+    res = run_script(["scripts/gpu_check.sh", str(dest)], env, 120)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    rows = check_rows((dest / "table.txt").read_text())
+    assert len(rows) == 9 and all("NOT RUN" in r for r in rows), rows
+
+
+@pytest.mark.slow
+def test_selections_redo_only_the_runs_named(tmp_path):
+    out, work = tmp_path / "out", tmp_path / "work"
+    env = dict(os.environ, GPU_BENCH_DRY="1", OUT=str(out), GPU_BENCH_WORK=str(work))
+    res = run_script(
+        [sys.executable, "scripts/gpu_bench.py", str(tmp_path)],
+        dict(env, GPU_BENCH_STAGES="probe,nonsense"),
+        120,
+    )
+    assert res.returncode != 0 and "GPU_BENCH_STAGES: unknown ['nonsense']" in res.stderr
+    assert not out.exists()  # refused before any run
+    res = run_script(
+        [sys.executable, "scripts/gpu_bench.py", str(tmp_path)],
+        dict(env, GPU_BENCH_STAGES="probe"),
+        300,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    log = (out / "log.txt").read_text()
+    assert log.count("\n$ ") + log.startswith("$ ") == 2, log  # the build, then the probe
+    assert "--probe" in log and (out / "probe.json").is_file()
+
+    dest = tmp_path / "check"
+    env = dict(
+        os.environ,
+        DEVICE="cpu",
+        PYTHON=sys.executable,
+        BATCH_SIZE="4",
+        STEPS="2",
+        ONLY="deterministic",
+    )
+    res = run_script(["scripts/gpu_check.sh", str(dest)], env, 300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    rows = check_rows((dest / "table.txt").read_text())
+    assert [r.split()[:2] for r in rows] == [["cudnn-on.tf32-off.none.deterministic", "pass"]]
