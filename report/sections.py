@@ -203,6 +203,9 @@ def cost(runs):
                 "wall_h": sum(finite(part["wall_s"])) / 3600.0,
                 "gpu_hours": sum(finite(part["gpu_hours"])),
                 "device": ", ".join(sorted({text(d) for d in part["gpu"].fillna("CPU")})),
+                # The step each cell ended with: a GPU group showing eager-nosync beside
+                # cuda-graph holds a cell whose capture failed (summary.json says why).
+                "step": ", ".join(sorted({text(m) for m in part["step_mode"].fillna("unknown")})),
             }
         )
     totals = {

@@ -303,3 +303,25 @@ def test_predicted_cost_is_compared_when_present(smoke, tmp_path):
     assert ratios[ids[0]] == "2.00"  # measured wall time over half of it
     assert "predicted vs measured wall time" in cost  # the scatter figure's alt text
     assert "no prediction" in smoke["html"]  # and without the file, the page says so
+
+
+def test_cost_table_names_the_step_and_shows_a_fallen_back_cell(tmp_path):
+    root = str(tmp_path / "study")
+    manifest, states = fx.build_matrix_study(root)
+    fell = states["completed"][0]
+    path = os.path.join(root, "cells", fell, "summary.json")
+    summary = json.load(open(path))
+    assert summary["step_mode"] == "cuda-graph"
+    summary.update(step_mode="eager-nosync", step_fallback="CUDA-graph capture failed (X: y)")
+    fx.write_json(path, summary)
+    out = str(tmp_path / "report")
+    assert report_main(["--manifest", manifest, "--out", out]) == 0
+    runs = pd.read_csv(os.path.join(out, "runs.csv")).set_index("cell_id")
+    steps = {
+        (c["attrs"]["data-group"], c["attrs"]["data-variant"]): c["text"]
+        for c in Page(open(os.path.join(out, "report.html")).read()).table("cost-table")
+        if c["attrs"].get("data-col") == "step"
+    }
+    key = (runs.loc[fell, "group"], runs.loc[fell, "variant"])
+    assert steps.pop(key) == "cuda-graph, eager-nosync"
+    assert steps and set(steps.values()) == {"cuda-graph"}  # every other GPU group
