@@ -18,11 +18,13 @@ scratch files to $GPU_BENCH_WORK (default /tmp/gpu_bench_work). If CIFAR-10 cann
 (e.g. no Pillow there), every run uses synthetic data and the table says so.
 GPU_BENCH_DRY=1 runs it all on the CPU at tiny sizes; tests/test_gpu_scripts.py does that in CI.
 
-On the session's machine, before the device call (the ../shared folder does not travel):
+Usually run through scripts/gpu_all.sh, which adds the gradient checks and the explore leads
+and packs the results for the device tool. On the session's machine, before the device call
+(the ../shared folder does not travel):
     mkdir -p .device && cp -r ../shared/data/cifar10-jpeg75 .device/
-then device run with carry [".device"], timeout_s 560, command:
-    python3 scripts/gpu_bench.py .device/cifar10-jpeg75
-It takes about 4-6 minutes on an H200 (estimate from the issue's anchor step times).
+then device run with carry [".device"], timeout_s 600, command:
+    scripts/gpu_all.sh .device/cifar10-jpeg75
+On an H200 all stages took ~345 s, the data build included (BENCHMARKS.md).
 """
 
 import csv
