@@ -12,6 +12,8 @@ import sys
 import numpy as np
 import torch
 
+from . import gitinfo
+
 
 def parse_image_ref(ref):
     """'repo:tag@sha256:abc' -> {"ref", "tag", "digest"}; None -> not in a container image."""
@@ -22,17 +24,10 @@ def parse_image_ref(ref):
 
 
 def git_sha():
-    sha = os.environ.get("DENSENET_GIT_SHA")
-    if sha:
-        return sha
-    try:
-        here = os.path.dirname(os.path.abspath(__file__))
-        out = subprocess.run(
-            ["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-        )
-        return out.stdout.strip() if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
+    """The host runner's view (DENSENET_GIT_SHA) in a container, else this checkout's."""
+    return os.environ.get("DENSENET_GIT_SHA") or gitinfo.describe(
+        os.path.dirname(os.path.abspath(__file__))
+    )
 
 
 def cuda_arch_support(index=0):

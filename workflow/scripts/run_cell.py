@@ -29,7 +29,7 @@ sys.path[:0] = [HERE, REPO]
 import gpu_slots  # noqa: E402  (sibling modules; workflow/scripts is not a package)
 from job_signals import Interrupted, catch_signals, restore_signals  # noqa: E402
 
-from densenet import atomic  # noqa: E402  (standard library only at import: no torch here)
+from densenet import atomic, gitinfo  # noqa: E402  (standard library only: no torch here)
 
 RESULTS = {"train": "summary.json", "gradcheck": "gradcheck.json", "bench": "probe.json"}
 # Subcommands whose --out is a file in the cell directory rather than the directory itself.
@@ -60,20 +60,10 @@ def read_json(path):
         return None
 
 
-def git_sha():
-    try:
-        out = subprocess.run(
-            ["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
 def host_environ():
     """What densenet cannot see from inside a container: the host's git SHA and name."""
     env = {"DENSENET_HOST": os.environ.get("DENSENET_HOST") or platform.node()}
-    sha = os.environ.get("DENSENET_GIT_SHA") or git_sha()
+    sha = os.environ.get("DENSENET_GIT_SHA") or gitinfo.describe(REPO)
     if sha:
         env["DENSENET_GIT_SHA"] = sha
     return env
