@@ -123,10 +123,11 @@ def wanted_stages():
     wanted = os.environ.get("GPU_BENCH_STAGES")
     if not wanted:
         return list(STAGES)
-    unknown = [w for w in wanted.split(",") if w not in STAGES]
+    wanted = wanted.split(",")
+    unknown = [w for w in wanted if w not in STAGES]
     if unknown:
         sys.exit("GPU_BENCH_STAGES: unknown %s; expected some of %s" % (unknown, ",".join(STAGES)))
-    return [name for name in STAGES if name in wanted.split(",")]
+    return [name for name in STAGES if name in wanted]
 
 
 def main():
@@ -254,7 +255,12 @@ def train_check():
 def compare(a, b):
     """How far two trainings' per-epoch losses lie apart (None: a run is missing)."""
     if not a or len(a) != len(b):
-        return {"epochs": 0, "max_abs_train_loss_diff": None, "losses_bitwise_equal": None}
+        return {
+            "epochs": 0,
+            "max_abs_train_loss_diff": None,
+            "max_abs_test_loss_diff": None,
+            "losses_bitwise_equal": None,
+        }
     cols = ("train_loss", "test_loss")
     return {
         "epochs": len(a),
