@@ -14,19 +14,30 @@ median step after warmup; nothing is evaluated inside the timed region.
 
 import math
 import os
+import time
 
 import torch
 
 from . import atomic, data, envinfo, numerics
 from .augment import Normalizer, augment
+from .compiled import compile_model, grad_precision
+from .compiled import support as compile_support
 from .databench import available_cores, bench_data
+from .gradcheck import make_batch as make_grad_batch
+from .kernels import profile_rows, profiler_activities
 from .models import build_model
 from .steps import Accumulator, make_step
 from .timing import PeakMemory, summarize, time_calls
 from .train import OPTIMIZERS, make_optimizer, resolve_device
 
-# name -> (fast step, efficient mode). "eager" is the reference loop with its per-step sync.
-RUNNERS = (("eager", False, False), ("fast", True, False), ("efficient", True, True))
+# name -> (fast step, efficient mode, compiled). "eager" is the reference loop with its
+# per-step sync; "compiled" (the fast step of a torch.compile'd model) only with --compile on.
+RUNNERS = (
+    ("eager", False, False, False),
+    ("fast", True, False, False),
+    ("efficient", True, True, False),
+)
+COMPILED = ("compiled", True, False, True)
 
 
 def add_arguments(p):
@@ -111,6 +122,13 @@ def add_arguments(p):
         help="torch intra-op threads (default: torch's choice); on a shared, "
         "oversubscribed CPU one thread can beat several by far",
     )
+    p.add_argument(
+        "--compile",
+        choices=("on", "off"),
+        default="off",
+        help="also time the fast step of a torch.compile'd model, and check its gradients "
+        "against float64 (densenet/compiled.py)",
+    )
     p.add_argument("--image-ref", default=None)
 
 
@@ -139,7 +157,9 @@ def make_batches(x, y, mean, std, device, batch_size, count, seed):
 class Runner(object):
     """One model + optimizer + step, fed the shared batches in order."""
 
-    def __init__(self, name, model_name, fast, efficient, device, args, log, optimizer=None):
+    def __init__(
+        self, name, model_name, fast, efficient, device, args, log, optimizer=None, compiled=False
+    ):
         optimizer = optimizer or args.optimizer
         torch.manual_seed(args.seed)  # same initial weights for every runner
         self.name = name
@@ -148,8 +168,9 @@ class Runner(object):
         ).to(device)
         self.optimizer = make_optimizer(optimizer, self.model.parameters(), OPTIMIZERS[optimizer])
         self.acc = Accumulator(device)
+        fn = compile_model(self.model) if compiled else self.model
         self.step, self.why = make_step(
-            self.model, self.optimizer, self.acc, device, fast, optimizer, log=log
+            fn, self.optimizer, self.acc, device, fast, optimizer, log=log
         )
         self.done = 0
 
@@ -179,32 +200,19 @@ def agreement(a, b):
 
 
 def profile_step(runner, batches, device, top=12):
-    """Top kernels (CUDA) or ops (CPU) of one eager step by self time. cuDNN's algorithm choice
-    has no torch API; the kernel names (implicit_gemm, winograd, fft, tf32...) show it."""
-    prof_mod = getattr(torch, "profiler", None)
-    if prof_mod is None or not hasattr(prof_mod, "profile"):
+    """Top kernels (CUDA) or ops (CPU) of one step of `runner` by self time. cuDNN's algorithm
+    choice has no torch API; the kernel names (implicit_gemm, winograd, fft, tf32...) show it."""
+    acts = profiler_activities(device)
+    if acts is None:
         return {"reason": "torch.profiler is not available in this torch"}
-    acts = [prof_mod.ProfilerActivity.CPU]
-    if device.type == "cuda":
-        acts.append(prof_mod.ProfilerActivity.CUDA)
-    with prof_mod.profile(activities=acts) as prof:
+    with torch.profiler.profile(activities=acts) as prof:
         runner(batches)
         if device.type == "cuda":
             torch.cuda.synchronize()
-    rows = []
-    for e in prof.key_averages():
-        if device.type == "cuda":
-            t = getattr(e, "self_device_time_total", None)
-            if t is None:
-                t = getattr(e, "self_cuda_time_total", 0)
-        else:
-            t = e.self_cpu_time_total
-        rows.append({"name": e.key, "count": e.count, "self_ms": t / 1000.0})
-    rows = [r for r in sorted(rows, key=lambda r: -r["self_ms"]) if r["self_ms"] > 0][:top]
     return {
-        "what": "one eager step of the %s runner, by self %s time"
+        "what": "one step of the %s runner, by self %s time"
         % (runner.name, "device" if device.type == "cuda" else "CPU"),
-        "top": rows,
+        "top": profile_rows(prof, device)[:top],
     }
 
 
@@ -216,12 +224,17 @@ def bench_steps(args, device, batches, log):
     # A throwaway step pays first-use costs (cuDNN autotuning, kernel caches) outside every
     # runner's memory measurement.
     Runner("primer", args.model, False, False, device, args, log)(batches)
-    runners, memory = [], {}
-    for name, fast, efficient in RUNNERS:
+    runners, memory, setup_s = [], {}, {}
+    with_compiled = args.compile == "on" and compile_support(device) is None
+    for name, fast, efficient, compiled in RUNNERS + ((COMPILED,) if with_compiled else ()):
         probe.start()
-        r = Runner(name, args.model, fast, efficient, device, args, log)
+        t0 = time.perf_counter()
+        r = Runner(name, args.model, fast, efficient, device, args, log, compiled=compiled)
         for _ in range(warmup):
             r(batches)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        setup_s[name] = time.perf_counter() - t0  # the compiled runner compiles in here
         memory[name] = probe.stop()
         runners.append(r)
     probe.done()
@@ -241,6 +254,7 @@ def bench_steps(args, device, batches, log):
         "modes": {r.name: r.record() for r in runners},
         "memory_mb": memory,
         "memory_method": probe.method if probe.reason is None else probe.reason,
+        "setup_s": setup_s,
         "agreement": {
             "fast_vs_eager": agreement(by["eager"], by["fast"]),
             "efficient_vs_fast": agreement(by["fast"], by["efficient"]),
@@ -248,12 +262,37 @@ def bench_steps(args, device, batches, log):
         "warmup": warmup,
         "steps_per_round": per_round,
     }
+    if "compiled" in by:
+        out["agreement"]["compiled_vs_eager"] = agreement(by["eager"], by["compiled"])
     out["profile"] = (
         profile_step(by["eager"], batches, device)
         if args.profile == "on"
         else {"reason": "--profile off"}
     )
+    if "compiled" in by and args.profile == "on":
+        # What is left after fusion (on CUDA, the kernels of one replay of its graph).
+        out["profile_compiled"] = profile_step(by["compiled"], batches, device)
     return out
+
+
+def bench_compile(args, device, steps):
+    """--compile on: the compiled fast step against the plain one (same process, same rounds)
+    and its gradients against float64 (densenet/compiled.py)."""
+    why = compile_support(device)
+    if why:
+        return {"reason": why}
+    x, y = make_grad_batch(args.batch_size, device)  # fixed real-looking images
+    torch.manual_seed(args.seed)
+    model = build_model(args.model).to(device)
+    return {
+        "step_ms": {"fast": steps["step_ms"]["fast"], "compiled": steps["step_ms"]["compiled"]},
+        "setup_s": steps["setup_s"]["compiled"],
+        "peak_mem_mb": steps["memory_mb"]["compiled"],
+        "mode": steps["modes"]["compiled"],
+        "profile": steps.get("profile_compiled", {"reason": "--profile off"}),
+        "agreement": steps["agreement"]["compiled_vs_eager"],
+        "grad_precision": grad_precision(model, x, y),
+    }
 
 
 def setup(args):
@@ -270,6 +309,7 @@ def run_bench(args, log):
     x, y, mean, std, identity = load_images(args, args.data_images)
     batches = make_batches(x, y, mean, std, device, args.batch_size, 4, args.seed)
     steps = bench_steps(args, device, batches, log)
+    compiled = bench_compile(args, device, steps) if args.compile == "on" else None
     pipe = bench_data(
         x,
         y,
@@ -298,6 +338,7 @@ def run_bench(args, log):
                 "efficient": steps["memory_mb"]["efficient"],
             },
         },
+        "compile": compiled,
         "steps": steps,
         "data": pipe,
         "flags": flags,
@@ -360,6 +401,7 @@ def table(res):
         "fast vs eager after %d steps: bitwise equal %s, max |diff| %.3g"
         % (ag["steps"][0], ag["bitwise_equal"], ag["max_abs_state_diff"])
     )
+    lines.extend(compile_lines(res.get("compile"), row))
     for name, rec in s["modes"].items():
         if rec["fallback"] or rec["why_not_graph"]:
             lines.append(
@@ -367,6 +409,39 @@ def table(res):
                 % (name, rec["mode"], rec["fallback"] or rec["why_not_graph"])
             )
     return "\n".join(lines)
+
+
+def compile_lines(c, row):
+    """The --compile rows of the table (none without --compile on)."""
+    if c is None:
+        return []
+    if "reason" in c:
+        return ["compiled step: not run (%s)" % c["reason"]]
+    row(
+        "step: fast / compiled (%s)" % c["mode"]["mode"],
+        c["step_ms"]["fast"],
+        c["step_ms"]["compiled"],
+        "ms",
+    )
+    g = c["grad_precision"]
+    return [
+        "compiled: setup %.1f s (compile + warmup), vs eager after %d steps max |diff| %.3g"
+        % (c["setup_s"], c["agreement"]["steps"][0], c["agreement"]["max_abs_state_diff"]),
+        "weight-grad rel err, median / max over %d layers: compiled vs eager in float64 "
+        "%.2g / %.2g; vs float64: eager %.2g / %.2g, compiled %.2g / %.2g (compiled vs eager "
+        "%.2g / %.2g)"
+        % (
+            g["eager_vs_fp64"]["layers"],
+            g["compiled_fp64_vs_eager_fp64"]["median"],
+            g["compiled_fp64_vs_eager_fp64"]["max"],
+            g["eager_vs_fp64"]["median"],
+            g["eager_vs_fp64"]["max"],
+            g["compiled_vs_fp64"]["median"],
+            g["compiled_vs_fp64"]["max"],
+            g["compiled_vs_eager"]["median"],
+            g["compiled_vs_eager"]["max"],
+        ),
+    ]
 
 
 def out_path(args):

@@ -86,6 +86,13 @@ def build_parser():
     p.add_argument(
         "--fast", choices=("auto",) + ON_OFF, default="auto", help="auto: on for CUDA, off for CPU"
     )
+    p.add_argument(
+        "--compile",
+        choices=ON_OFF,
+        default="off",
+        help="train through torch.compile (fused BN/ReLU/cat; reductions reordered, so not "
+        "bitwise eager: densenet/compiled.py)",
+    )
     p.add_argument("--keep-checkpoint", choices=ON_OFF, default="off")
     p.add_argument("--image-ref", default=None, help="image tag@digest, recorded in env.json")
     add_numerics(p)

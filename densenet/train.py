@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from . import atomic, checkpoint, data, envinfo, numerics
+from . import atomic, checkpoint, compiled, data, envinfo, kernels, numerics
 from .augment import Normalizer, augment
 from .models import build_model
 from .steps import Accumulator, evaluate, make_step
@@ -46,6 +46,10 @@ TIMING_COLUMNS = ("epoch_s", "img_per_s")
 # Config keys that do not change what is computed, so a checkpoint made under other values
 # of them may be resumed (e.g. the data path inside a container differs from the host's).
 RESUME_NEUTRAL = ("out", "data_dir", "image_ref", "keep_checkpoint", "fast", "download")
+
+# Options added after checkpoints were first written, with the value that means "as before":
+# at that value they stay out of the resume key, so an older checkpoint still resumes.
+LATER_OPTIONS = {"compile": "off"}
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED, EXIT_SKIPPED = 0, 1, 2, 3, 4
 
@@ -121,7 +125,11 @@ def peak_mem_mb(device):
 
 
 def resume_key(cfg):
-    return {k: v for k, v in cfg.items() if k not in RESUME_NEUTRAL}
+    return {
+        k: v
+        for k, v in cfg.items()
+        if k not in RESUME_NEUTRAL and LATER_OPTIONS.get(k, object()) != v
+    }
 
 
 class Cell(object):
@@ -149,7 +157,9 @@ def load_resume_state(cell, cfg, log):
         log("%s; moved to %s, starting the cell from epoch 1" % (exc, os.path.basename(bad)))
         return None
     if state.get("config") != resume_key(cfg):
-        old, new = state.get("config") or {}, resume_key(cfg)
+        # Left-out LATER_OPTIONS keys show as their "as before" value.
+        old = dict(LATER_OPTIONS, **(state.get("config") or {}))
+        new = dict(LATER_OPTIONS, **resume_key(cfg))
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         raise ValueError(
             "checkpoint %s was made with a different config (%s); remove it or use "
@@ -189,6 +199,18 @@ def step_record(step, why, extra):
     return out
 
 
+def kernel_census(model, cfg, x_train, y_train, normalize, device):
+    """summary.json `conv_kernels`: the convolution kernels of the training step (cuDNN's
+    algorithm choice, densenet/kernels.py), on one full training batch. A failure here is
+    recorded, never the cell's failure."""
+    bs = cfg["batch_size"]
+    wrap = compiled.compile_model if cfg.get("compile") == "on" else None
+    try:
+        return kernels.conv_kernels(model, normalize(x_train[:bs]), y_train[:bs], device, wrap=wrap)
+    except Exception as exc:  # e.g. out of memory for the copy's activations
+        return {"reason": "profiling failed: %s: %s" % (type(exc).__name__, exc)}
+
+
 def fmt_eta(seconds):
     seconds = int(seconds)
     return "%d:%02d:%02d" % (seconds // 3600, seconds // 60 % 60, seconds % 60)
@@ -210,6 +232,8 @@ def run(cfg, log=print):
         note("removed %d temporary file(s) left by an interrupted run" % len(stale))
     try:
         device = resolve_device(cfg["device"])
+        if cfg.get("compile") == "on" and compiled.support(device):
+            raise Skip("--compile on: %s" % compiled.support(device))
     except Skip as exc:
         atomic.write_json(cell.summary, summary("skipped", cfg, [], 0.0, None, reason=str(exc)))
         note("skipped: %s" % exc)
@@ -263,8 +287,11 @@ def run(cfg, log=print):
     x_test, y_test = ds.x_test.to(device), ds.y_test.to(device)
     normalize = Normalizer(ds.mean, ds.std, device)
     acc = Accumulator(device)
+    # The step trains through the compiled callable; it shares the model's parameters and
+    # buffers, and evaluation and checkpoints use the plain model.
+    fn = compiled.compile_model(model) if cfg.get("compile") == "on" else model
     step, why = make_step(
-        model, optimizer, acc, device, cfg["fast"] == "on", cfg["optimizer"], log=note
+        fn, optimizer, acc, device, cfg["fast"] == "on", cfg["optimizer"], log=note
     )
     if why:
         note("fast path: %s; using %s" % (why, step.mode))
@@ -363,6 +390,8 @@ def run(cfg, log=print):
             flush=True,
         )
 
+    extra["peak_mem_mb"] = peak_mem_mb(device)  # training's peak, before the census below
+    extra["conv_kernels"] = kernel_census(model, cfg, x_train, y_train, normalize, device)
     atomic.write_json(
         cell.summary,
         summary("completed", cfg, rows, wall_s, device, extra=step_record(step, why, extra)),

@@ -13,6 +13,11 @@ with the machine's own python3/torch (no Docker there):
   5. bench with cuDNN off
   6. train 1 epoch with dropout (--augment off) and --efficient on: graph or loud fallback
   7. a cost probe, and its predicted epoch time against step 4's measured one
+  8. bench with --deterministic on (fast must equal eager bitwise), the same pair in training,
+     a second eager training (the yardstick of autotuned cuDNN's run-to-run noise), bench of
+     densenet-bc190-k40 (efficient mode's memory)
+  9. --compile on: bench (the compiled fast step against the plain one; gradients against
+     float64), 4 training epochs against step 4's eager run, bench with TF32 on
 and prints one table last. Every JSON and the table go to $OUT (the device tool returns them);
 scratch files to $GPU_BENCH_WORK (default /tmp/gpu_bench_work). If CIFAR-10 cannot be built
 (e.g. no Pillow there), every run uses synthetic data and the table says so.
@@ -71,6 +76,9 @@ STAGES = (  # most wanted first
     "train_det",
     "train_noise",
     "big",
+    "compile",
+    "train_compile",
+    "compile_tf32",
 )
 BUDGET = float(os.environ.get("GPU_BENCH_BUDGET_S") or 1e9)
 DEADLINE = time.time() + BUDGET
@@ -156,15 +164,19 @@ def main():
         "big": ["--model", BIG, "--steps", "6", "--rounds", "2", "--warmup", "4"]
         + ["--profile", "off"]
         + small,
+        # torch.compile'd fast step against the plain one, and its gradients against float64.
+        "compile": ["--compile", "on", "--steps", "40"] + small,
+        "compile_tf32": ["--compile", "on", "--tf32", "on", "--steps", "40", "--profile", "off"]
+        + small,
     }
     if DRY:
         tiny = ["--steps", "2", "--rounds", "1", "--warmup", "1", "--threads", "1"]
         tiny += ["--data-images", "256", "--data-rounds", "1"]
         runs = {k: v + tiny for k, v in runs.items()}
 
-    def bench(name):
+    def bench(name, timeout=240):
         argv = ["-m", "densenet", "bench", "--out", "%s/bench_%s.json" % (OUT, name)]
-        run(argv + MODEL + src + runs[name], 240)  # a later --model overrides MODEL's
+        run(argv + MODEL + src + runs[name], timeout)  # a later --model overrides MODEL's
 
     def trainrun(name, epochs, extra, timeout=240):
         argv = ["-m", "densenet", "train", "--out", "%s/%s" % (WORK, name), "--epochs", epochs]
@@ -192,6 +204,13 @@ def main():
         # cuDNN's autotuned (nondeterministic) algorithms, the yardstick for fast vs eager.
         "train_noise": lambda: trainrun("train_off2", "4", ["--fast", "off"]),
         "big": lambda: bench("big"),
+        # Inductor compiles for minutes on a cold cache (> 90 s on the H200 in session 4).
+        "compile": lambda: bench("compile", 420),
+        # Compiles twice more (the partial batch, the kernel census's copy), then trains.
+        "train_compile": lambda: trainrun(
+            "train_compile", "4", ["--fast", "on", "--compile", "on"], 420
+        ),
+        "compile_tf32": lambda: bench("compile_tf32", 300),
     }
     # Most wanted first: a budget that runs out (GPU_BENCH_BUDGET_S) drops the tail of this
     # list. GPU_BENCH_STAGES=a,b runs only those (e.g. to redo a few in a second call).
@@ -224,7 +243,12 @@ def train_check():
     det_off, det_on = epochs(WORK + "/train_det_off"), epochs(WORK + "/train_det_on")
     out["deterministic"] = compare(det_off, det_on)
     out["eager_vs_eager"] = compare(off, epochs(WORK + "/train_off2"))
-    for name in ("train_off", "train_on", "train_dropout", "train_det_on", "train_off2"):
+    out["compiled_vs_eager"] = compare(off, epochs(WORK + "/train_compile"))
+    out["compiled_epochs"] = [
+        [r.get("train_loss"), r.get("epoch_s")] for r in epochs(WORK + "/train_compile")
+    ]
+    names = ("train_off", "train_on", "train_dropout", "train_det_on", "train_off2")
+    for name in names + ("train_compile",):
         summ = load(os.path.join(WORK, name, "summary.json")) or {}
         out[name] = {
             k: summ.get(k)
@@ -236,6 +260,7 @@ def train_check():
                 "peak_mem_mb",
                 "reason",
                 "host_syncs_per_epoch",
+                "conv_kernels",
             )
         }
     probe = load(os.path.join(OUT, "probe.json"))
@@ -275,6 +300,42 @@ def compare(a, b):
     }
 
 
+def compile_lines(c):
+    """The bench's --compile section in the table (densenet/bench.py bench_compile)."""
+    if not c:
+        return []
+    if "reason" in c:
+        return ["  compiled step: not run (%s)" % c["reason"]]
+    g = c["grad_precision"]
+    return [
+        "  compiled step ms %s (%s) vs fast %s: %s; setup %.0f s; vs eager max |state diff| %.3g"
+        % (
+            fmt(c["step_ms"]["compiled"]),
+            c["mode"]["mode"],
+            fmt(c["step_ms"]["fast"]),
+            fmt(c["step_ms"]["fast"] / c["step_ms"]["compiled"], "x"),
+            c["setup_s"],
+            c["agreement"]["max_abs_state_diff"],
+        ),
+        "  weight-grad rel err (median / max of %d layers): compiled vs eager, both float64 "
+        "%.2g / %.2g; float32 vs float64: eager %.2g / %.2g, compiled %.2g / %.2g"
+        % (
+            g["eager_vs_fp64"]["layers"],
+            g["compiled_fp64_vs_eager_fp64"]["median"],
+            g["compiled_fp64_vs_eager_fp64"]["max"],
+            g["eager_vs_fp64"]["median"],
+            g["eager_vs_fp64"]["max"],
+            g["compiled_vs_fp64"]["median"],
+            g["compiled_vs_fp64"]["max"],
+        ),
+    ] + [
+        "  top kernels, one compiled step: "
+        + "; ".join("%s %.2f ms" % (r["name"][:60], r["self_ms"]) for r in top[:6])
+        for top in [c["profile"].get("top")]
+        if top
+    ]
+
+
 def fmt(x, unit=""):
     return "-" if x is None else ("%.4g%s" % (x, unit))
 
@@ -283,7 +344,7 @@ def table(check):
     lines = []
     b = {
         n: load("%s/bench_%s.json" % (OUT, n))
-        for n in ("fp32", "tf32", "cudnn_off", "deterministic", "big")
+        for n in ("fp32", "tf32", "cudnn_off", "deterministic", "big", "compile", "compile_tf32")
     }
     env = next((r["environ"] for r in b.values() if r), None)
     if env:
@@ -308,6 +369,8 @@ def table(check):
         "cudnn_off": "-",
         "deterministic": "fast = eager bitwise",
         "big": BIG,
+        "compile": "-",
+        "compile_tf32": "-",
     }
     for name, res in b.items():
         if not res:
@@ -348,6 +411,7 @@ def table(check):
                 ag["efficient_vs_fast"]["bitwise_equal"],
             )
         )
+        lines.extend(compile_lines(res.get("compile")))
     if b["fp32"]:
         d = b["fp32"]["data_img_s"]
         lines.append(
@@ -384,6 +448,28 @@ def table(check):
                     fmt(c["max_abs_train_loss_diff"]),
                     fmt(c["max_abs_test_loss_diff"]),
                     c["losses_bitwise_equal"],
+                )
+            )
+    c = check["compiled_vs_eager"]
+    if c["epochs"]:
+        lines.append(
+            "train 4 epochs, eager vs fast + compile: max |train loss diff| %s, |test loss diff| "
+            "%s; mode %s; epoch s %s"
+            % (
+                fmt(c["max_abs_train_loss_diff"]),
+                fmt(c["max_abs_test_loss_diff"]),
+                check["train_compile"]["step_mode"],
+                " / ".join(fmt(float(e[1])) for e in check["compiled_epochs"]),
+            )
+        )
+    for name in ("train_on", "train_compile"):
+        k = check[name].get("conv_kernels") or {}
+        if k.get("kernels"):
+            lines.append(
+                "conv kernels, %s: " % name
+                + "; ".join(
+                    "%s x%d %.2f ms" % (r["name"][:50], r["count"], r["self_ms"])
+                    for r in k["kernels"][:4]
                 )
             )
     lines.append(

@@ -12,7 +12,7 @@ import tarfile
 import pytest
 from conftest import REPO
 
-STAGES = 10  # scripts/gpu_bench.py STAGES; 12 densenet runs in all (train, train_det: 2 each)
+STAGES = 13  # scripts/gpu_bench.py STAGES; 15 densenet runs in all (train, train_det: 2 each)
 
 
 def run_script(argv, env, timeout=900):
@@ -30,7 +30,7 @@ def test_gpu_all_dry_run_completes_every_stage_and_packs_its_results(tmp_path):
     env = dict(os.environ, GPU_BENCH_DRY="1", OUT=str(out), PYTHON=sys.executable)
     # A bundle that is not there: the CIFAR-10 build fails and every run falls back to
     # synthetic data, as it would on a lent machine without Pillow (and 20 s faster here).
-    res = run_script(["scripts/gpu_all.sh", str(tmp_path / "no-bundle")], env)
+    res = run_script(["scripts/gpu_all.sh", str(tmp_path / "no-bundle")], env, 1800)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     # The device tool returns at most 8 files from $OUT, none deeper than 2 folders.
     names = sorted(os.listdir(out))
@@ -42,7 +42,7 @@ def test_gpu_all_dry_run_completes_every_stage_and_packs_its_results(tmp_path):
     got = tmp_path / "all"
 
     log = (got / "bench" / "log.txt").read_text()
-    assert log.count("[rc 0,") == 12, log[-3000:]  # the build fails (no bundle) by design
+    assert log.count("[rc 0,") == 15, log[-3000:]  # the build fails (no bundle) by design
     table = (out / "bench_table.txt").read_text()
     assert table == (got / "bench" / "table.txt").read_text()
     assert "data: synthetic" in table
@@ -50,7 +50,9 @@ def test_gpu_all_dry_run_completes_every_stage_and_packs_its_results(tmp_path):
     # On a CPU every pair is bitwise equal; on a GPU only the deterministic one must be.
     assert "the same, --deterministic on: max |train loss diff| 0," in table
     assert "eager vs a second eager run: max |train loss diff| 0," in table
-    assert table.count("fast vs eager 0 (bitwise True), efficient vs fast 0 (bitwise True)") == 5
+    assert table.count("fast vs eager 0 (bitwise True), efficient vs fast 0 (bitwise True)") == 7
+    assert table.count("compiled step ms") == 2  # fp32 and TF32 (a no-op on the CPU)
+    assert "train 4 epochs, eager vs fast + compile: max |train loss diff|" in table
     for name in ("fp32", "tf32", "cudnn_off", "deterministic", "big"):
         bench = json.loads((got / "bench" / ("bench_%s.json" % name)).read_text())
         assert bench["environ"]["torch"]
@@ -88,7 +90,7 @@ def test_spent_budgets_skip_runs_but_still_write_the_tables(tmp_path):
     res = run_script([sys.executable, "scripts/gpu_bench.py", str(tmp_path)], env, 120)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     log = (out / "log.txt").read_text()
-    assert log.count("[skipped: the 0.0 s budget is spent]") == 1 + 12, log
+    assert log.count("[skipped: the 0.0 s budget is spent]") == 1 + 15, log
     assert (
         "fp32                            (no result: see log.txt)"
         in (out / "table.txt").read_text()
@@ -122,6 +124,25 @@ def test_selections_redo_only_the_runs_named(tmp_path):
     log = (out / "log.txt").read_text()
     assert log.count("\n$ ") + log.startswith("$ ") == 2, log  # the build, then the probe
     assert "--probe" in log and (out / "probe.json").is_file()
+
+    # Through gpu_all.sh, with the gradient checks and the explore leads left out (budget 0).
+    out = tmp_path / "all"
+    out.mkdir()
+    res = run_script(
+        ["scripts/gpu_all.sh", str(tmp_path / "no-bundle")],
+        dict(
+            env,
+            OUT=str(out),
+            PYTHON=sys.executable,
+            GPU_BENCH_STAGES="probe",
+            CHECK_S="0",
+            EXPLORE_S="0",
+        ),
+        300,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "== gradient check" not in res.stdout and "== explore" not in res.stdout
+    assert sorted(os.listdir(out)) == ["bench_table.txt", "gpu.tgz", "gpu.txt"]
 
     dest = tmp_path / "check"
     env = dict(

@@ -1,0 +1,129 @@
+"""`--compile on` (densenet/compiled.py) and the convolution-kernel census (densenet/kernels.py)
+on the CPU: the compiled step keeps float32 accuracy against float64 and trains as eager does
+to float32 noise; the bench measures both sides; a torch that cannot compile skips the cell
+with its reason; older checkpoints still resume; the census records the convolution ops and
+leaves the training state alone.
+
+Inductor compiles DenseNet-BC-40 in ~50 s on 2 cores with a cold cache (then its on-disk cache
+serves the same graphs in seconds), so the compiling tests are slow ones."""
+
+import json
+import math
+
+import pytest
+import torch
+from conftest import densenet, tiny_cell
+from trainlib import TINY_BENCH, read_metrics
+
+from densenet import compiled, kernels, train
+from densenet.gradcheck import make_batch
+from densenet.models import build_model
+
+# Compiled float64 against eager float64: reordered sums only (~1e-15); a wrong kernel, >= 1e-3.
+FP64_SAME = 1e-10
+# float32 against float64 above a ReLU kink that flipped (compiled.py): ~1e-3.
+KINK = 1e-2
+TRAIN = ["--epochs", "2", "--batch-size", "16"] + tiny_cell(40, 16)
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def test_support_names_what_is_missing(monkeypatch):
+    cpu = torch.device("cpu")
+    assert compiled.support(cpu) is None  # g++ is on this machine and in CI
+    monkeypatch.setattr(compiled.shutil, "which", lambda name: None)
+    assert "needs a C++ compiler" in compiled.support(cpu)
+    monkeypatch.delattr(torch, "compile")
+    assert compiled.support(cpu) == "torch %s has no torch.compile (added in 2.0)" % (
+        torch.__version__
+    )
+
+
+@pytest.mark.slow
+def test_bench_compile_measures_both_sides_and_keeps_float32_accuracy(tmp_path):
+    out = tmp_path / "bench.json"
+    res = densenet("bench", "--out", out, "--compile", "on", "--profile", "off", *TINY_BENCH)
+    assert res.returncode == 0, res.stderr[-3000:]
+    c = read_json(out)["compile"]
+    assert all(math.isfinite(v) and v > 0 for v in c["step_ms"].values()), c["step_ms"]
+    assert set(c["step_ms"]) == {"fast", "compiled"} and c["setup_s"] > 0
+    assert c["agreement"]["steps"] == [3, 3]
+    g = c["grad_precision"]
+    assert g["eager_vs_fp64"]["layers"] == 40  # 39 convs and the classifier
+    # The same function and gradient: in float64 only the summation order differs.
+    assert g["compiled_fp64_vs_eager_fp64"]["max"] < FP64_SAME, g["compiled_fp64_vs_eager_fp64"]
+    # float32: ~1e-6 per layer, up to ~1e-3 above a ReLU kink (compiled.py); a wrong kernel O(1).
+    for key in ("eager_vs_fp64", "compiled_vs_fp64", "compiled_vs_eager"):
+        assert g[key]["median"] < KINK, (key, g[key])
+    loss = g["loss"]
+    assert abs(loss["compiled_fp32"] - loss["eager_fp64"]) < 1e-5 * abs(loss["eager_fp64"])
+    assert "step: fast / compiled" in res.stdout
+
+
+@pytest.mark.slow
+def test_train_compile_on_follows_eager_to_float32_noise(tmp_path):
+    for mode in ("off", "on"):
+        res = densenet("train", "--out", tmp_path / mode, "--compile", mode, *TRAIN)
+        assert res.returncode == 0, res.stderr[-3000:]
+    eager = read_metrics(tmp_path / "off" / "metrics.csv")
+    comp = read_metrics(tmp_path / "on" / "metrics.csv")
+    assert len(comp) == 2
+    for a, b in zip(eager, comp):
+        # Two epochs of 3 steps (the last one partial: a second compile) at lr 0.1.
+        assert abs(float(a["train_loss"]) - float(b["train_loss"])) < 1e-2, (a, b)
+    assert comp != eager  # reordered reductions: close, not bitwise (else nothing compiled)
+    summary = read_json(tmp_path / "on" / "summary.json")
+    assert summary["config"]["compile"] == "on" and summary["status"] == "completed"
+    names = [k["name"] for k in summary["conv_kernels"]["kernels"]]
+    assert any("conv" in n for n in names), names
+    # A cell trained without --compile is another computation: its checkpoint does not resume.
+    res = densenet(
+        "train", "--out", tmp_path / "kept", "--keep-checkpoint", "on", "--compile", "off", *TRAIN
+    )
+    assert res.returncode == 0, res.stderr
+    res = densenet("train", "--out", tmp_path / "kept", "--compile", "on", *TRAIN)
+    assert res.returncode != 0 and "compile: 'off' vs 'on'" in res.stderr, res.stderr[-2000:]
+
+
+def test_a_torch_that_cannot_compile_skips_the_cell_with_the_reason(tmp_path, monkeypatch):
+    monkeypatch.setattr(compiled, "support", lambda device: "no compiler here")
+    cfg = dict(
+        out=str(tmp_path),
+        device="cpu",
+        compile="on",
+        cudnn="on",
+        tf32="off",
+        deterministic="off",
+        seed=0,
+    )
+    assert train.run(cfg) == train.EXIT_SKIPPED
+    summary = read_json(tmp_path / "summary.json")
+    assert summary["status"] == "skipped"
+    assert summary["reason"] == "--compile on: no compiler here"
+
+
+def test_checkpoints_from_before_compile_existed_still_resume():
+    cfg = {"model": "densenet-bc40-k12", "out": "x", "compile": "off"}
+    assert train.resume_key(cfg) == {"model": "densenet-bc40-k12"}  # as written before
+    assert train.resume_key(dict(cfg, compile="on"))["compile"] == "on"
+
+
+def test_kernel_census_lists_the_convolutions_and_leaves_training_alone():
+    torch.manual_seed(0)
+    model = build_model("densenet-bc40-k12", dropout=0.2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = make_batch(4, torch.device("cpu"))
+    rng = torch.random.get_rng_state()
+    rec = kernels.conv_kernels(model, x, y, torch.device("cpu"))
+    assert torch.equal(torch.random.get_rng_state(), rng)  # dropout drew from a restored stream
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BN buffers included
+    assert all(p.grad is None for p in model.parameters())
+    by_name = {r["name"]: r for r in rec["kernels"]}
+    # oneDNN's forward convolution, once per conv layer of DenseNet-BC-40.
+    assert by_name["aten::mkldnn_convolution"]["count"] == 39, sorted(by_name)
+    assert "batch 4" in rec["what"]
+    assert all(r["self_ms"] > 0 for r in rec["kernels"])
