@@ -21,6 +21,7 @@ import torch
 from . import atomic, data, envinfo, numerics
 from .augment import Normalizer, augment
 from .compiled import compile_model, grad_precision
+from .compiled import describe as describe_precision
 from .compiled import support as compile_support
 from .databench import available_cores, bench_data
 from .gradcheck import make_batch as make_grad_batch
@@ -284,6 +285,7 @@ def bench_compile(args, device, steps):
     x, y = make_grad_batch(args.batch_size, device)  # fixed real-looking images
     torch.manual_seed(args.seed)
     model = build_model(args.model).to(device)
+    precision = grad_precision(model, x, y)
     return {
         "step_ms": {"fast": steps["step_ms"]["fast"], "compiled": steps["step_ms"]["compiled"]},
         "setup_s": steps["setup_s"]["compiled"],
@@ -291,7 +293,8 @@ def bench_compile(args, device, steps):
         "mode": steps["modes"]["compiled"],
         "profile": steps.get("profile_compiled", {"reason": "--profile off"}),
         "agreement": steps["agreement"]["compiled_vs_eager"],
-        "grad_precision": grad_precision(model, x, y),
+        "grad_precision": precision,
+        "precision_summary": describe_precision(precision),
     }
 
 
@@ -423,24 +426,10 @@ def compile_lines(c, row):
         c["step_ms"]["compiled"],
         "ms",
     )
-    g = c["grad_precision"]
     return [
         "compiled: setup %.1f s (compile + warmup), vs eager after %d steps max |diff| %.3g"
         % (c["setup_s"], c["agreement"]["steps"][0], c["agreement"]["max_abs_state_diff"]),
-        "weight-grad rel err, median / max over %d layers: compiled vs eager in float64 "
-        "%.2g / %.2g; vs float64: eager %.2g / %.2g, compiled %.2g / %.2g (compiled vs eager "
-        "%.2g / %.2g)"
-        % (
-            g["eager_vs_fp64"]["layers"],
-            g["compiled_fp64_vs_eager_fp64"]["median"],
-            g["compiled_fp64_vs_eager_fp64"]["max"],
-            g["eager_vs_fp64"]["median"],
-            g["eager_vs_fp64"]["max"],
-            g["compiled_vs_fp64"]["median"],
-            g["compiled_vs_fp64"]["max"],
-            g["compiled_vs_eager"]["median"],
-            g["compiled_vs_eager"]["max"],
-        ),
+        c["precision_summary"],
     ]
 
 

@@ -95,3 +95,20 @@ def grad_precision(model, x, y):
         "compiled_vs_fp64": _spread(comp, ref),
         "compiled_vs_eager": _spread(comp, eager),
     }
+
+
+def describe(g):
+    """grad_precision's result in one line (the bench's table and scripts/gpu_bench.py's)."""
+    return (
+        "weight-grad rel err, median / max of %d layers: compiled vs eager, both float64 "
+        "%.2g / %.2g; float32 vs float64: eager %.2g / %.2g, compiled %.2g / %.2g"
+        % (
+            g["eager_vs_fp64"]["layers"],
+            g["compiled_fp64_vs_eager_fp64"]["median"],
+            g["compiled_fp64_vs_eager_fp64"]["max"],
+            g["eager_vs_fp64"]["median"],
+            g["eager_vs_fp64"]["max"],
+            g["compiled_vs_fp64"]["median"],
+            g["compiled_vs_fp64"]["max"],
+        )
+    )

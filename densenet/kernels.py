@@ -30,6 +30,18 @@ CONV_WORDS = (
     "im2col",
     "col2im",
 )
+# Inductor's fused pointwise / reduction / persistent-reduction kernels: never convolutions.
+NOT_CONV_TRITON = ("triton_poi_", "triton_red_", "triton_per_")
+
+
+def is_conv_kernel(name, device):
+    """A convolution/GEMM kernel (CUDA) or op (CPU) by its name. On CUDA the aten ops (CPU-side
+    dispatch rows) and inductor's fused elementwise and reduction kernels (triton_poi_/red_/
+    per_, named after the ops they fuse, "convolution_backward" included) are not; inductor's
+    GEMM/convolution templates (triton_tem_) are."""
+    if device.type == "cuda" and name.startswith(("aten::",) + NOT_CONV_TRITON):
+        return False
+    return any(w in name.lower() for w in CONV_WORDS)
 
 
 def profile_rows(prof, device):
@@ -87,12 +99,7 @@ def conv_kernels(model, x, y, device, wrap=None):
         torch.random.set_rng_state(rng)
         if cuda_rng is not None:
             torch.cuda.set_rng_state(cuda_rng)
-    rows = [
-        r
-        for r in profile_rows(prof, device)
-        if any(w in r["name"].lower() for w in CONV_WORDS)
-        and not (device.type == "cuda" and r["name"].startswith("aten::"))
-    ]
+    rows = [r for r in profile_rows(prof, device) if is_conv_kernel(r["name"], device)]
     return {
         "what": "convolution/GEMM %s of one forward+backward at batch %d, by self %s time"
         % (

@@ -7,7 +7,11 @@
 # EXPLORE_S for scripts/gpu_explore.py. Each stage ends within its budget and writes its table;
 # a stage that fails does not stop the next. The defaults (350 + 180 + 45) fit one call at the
 # device tool's 600 s limit: on an H200 (2026-11-27) all 10 bench stages took ~345 s with the
-# data build, each of the 9 gradient checks 13-19 s, the 4 explore settings ~40 s.
+# data build, each of the 9 gradient checks 13-19 s, the 4 explore settings ~40 s. The three
+# --compile stages come last in gpu_bench.py's STAGES, so the defaults leave them out; they
+# take a call of their own (session 5: train 60 s, compile 275 s, train_compile 99 s):
+#   GPU_BENCH_STAGES=train,compile,train_compile BENCH_S=520 CHECK_S=0 EXPLORE_S=0
+# and compile_tf32 another (BENCH_S=400). CHECK_S=0 / EXPLORE_S=0 leave those stages out.
 # Leaves in $OUT: gpu.tgz (every JSON, table and log; the training cells' metrics too),
 # bench_table.txt, check_table.txt, explore.json, gpu.txt (nvidia-smi, versions); prints both
 # tables last. GPU_BENCH_DRY=1 runs every stage on the CPU at tiny sizes (tests/test_gpu_scripts.py).

@@ -127,3 +127,25 @@ def test_kernel_census_lists_the_convolutions_and_leaves_training_alone():
     assert by_name["aten::mkldnn_convolution"]["count"] == 39, sorted(by_name)
     assert "batch 4" in rec["what"]
     assert all(r["self_ms"] > 0 for r in rec["kernels"])
+
+
+# Kernel names from the H200 records (results/bench/gpu-h200-2026-11-27/run3), shortened.
+H200_KERNELS = {
+    "void wgrad_alg0_engine<float, 128, 5, 5, 3, 3, 3, false, 512>(int, int)": True,
+    "sm80_xmma_dgrad_implicit_gemm_f32f32_f32f32_f32_nchwkcrs_nchw_tilesize32x32x8": True,
+    "void fft2d_r2c_16x16<float>(float2*, float const*, int)": True,
+    "void cutlass::Kernel2<cutlass_80_simt_sgemm_64x64_8x5_nn_align1>(cutlass_80_simt)": True,
+    "triton_tem_fused_convolution_0": True,
+    "triton_poi_fused_convolution_backward_native_batch_norm_backward_threshold_backw": False,
+    "triton_red_fused_convolution_backward_native_batch_norm_backward_threshold_backw": False,
+    "void cudnn::bn_bw_1C11_kernel_new<float, float, float2, 128, true, 1>(float)": False,
+    "aten::cudnn_convolution": False,
+    "triton_poi_fused__native_batch_norm_legit_functional_relu_5": False,
+}
+
+
+def test_the_census_keeps_convolution_kernels_and_drops_fused_elementwise_ones():
+    cuda = torch.device("cuda")
+    got = {name: kernels.is_conv_kernel(name, cuda) for name in H200_KERNELS}
+    assert got == H200_KERNELS
+    assert kernels.is_conv_kernel("aten::mkldnn_convolution", torch.device("cpu"))

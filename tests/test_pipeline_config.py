@@ -203,6 +203,19 @@ def test_train_args_carry_every_axis_and_override(default, schema):
     assert "--out" not in text and "--data-dir" not in text  # the runner's business
 
 
+def test_compile_is_off_by_default_and_passed_only_when_on(default, schema):
+    cfg = study.validate(default, schema)
+    cells, _ = study.build_matrix(cfg, {})
+    assert cfg["train"]["compile"] == "off"
+    assert "--compile" not in commands.train_args(cfg, cells[0]["params"])  # params unchanged
+    default["train"]["compile"] = True  # YAML 1.1's bare `on`
+    cfg = study.validate(default, schema)
+    args = " ".join(map(str, commands.train_args(cfg, cells[0]["params"])))
+    assert "--fast auto --compile on" in args
+    default["train"]["compile"] = "yes"
+    assert "train.compile" in error_of(default, schema)
+
+
 def test_cli_args_one_flag_each_typed():
     args = commands.cli_args(["config/studies/a.yaml"], {"train": {"epochs": "1"}, "study": "x"})
     assert args == [

@@ -38,6 +38,8 @@ def train_args(cfg, params):
         args += ["--%s" % axis, p[axis]]
     args += ["--device", p["device"], "--download", "off"]
     args += ["--fast", t["fast"]]
+    if t["compile"] == "on":  # only then: the params of studies without it stay as they were
+        args += ["--compile", "on"]
     for key in ("epochs", "n_train", "n_test", "batch_size"):
         if t[key] is not None:
             args += ["--%s" % key.replace("_", "-"), t[key]]

@@ -30,7 +30,12 @@ AXES = (
 ON_OFF_AXES = ("augment", "cudnn", "tf32", "deterministic")
 # An environment is what the gradient stage checks once: image x device x cudnn x tf32 x canary.
 ENV_AXES = ("torch", "cudnn", "tf32", "canary")
-ON_OFF_KEYS = (("train", "keep_checkpoint"), ("train", "fast"), ("data", "download"))
+ON_OFF_KEYS = (
+    ("train", "keep_checkpoint"),
+    ("train", "fast"),
+    ("train", "compile"),
+    ("data", "download"),
+)
 
 
 class ConfigError(ValueError):
