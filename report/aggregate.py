@@ -27,6 +27,7 @@ RESULT_COLUMNS = [
     "peak_mem_mb",
     "gpu_hours",
     "step_mode",
+    "conv_kernels",
 ]
 # What identifies the software and hardware a cell ran on (the report's environments table).
 IDENTITY_COLUMNS = [
@@ -184,7 +185,11 @@ def run_row(entry, files, envs):
 
 def results(summary, metrics, config, gpu):
     """Result columns from summary.json and metrics.csv; NaN where a cell has not got them."""
-    out = {"epochs_planned": config.get("epochs"), "step_mode": summary.get("step_mode")}
+    out = {
+        "epochs_planned": config.get("epochs"),
+        "step_mode": summary.get("step_mode"),
+        "conv_kernels": kernels_text(summary.get("conv_kernels")),
+    }
     for key in (
         "final_test_err",
         "best_test_err",
@@ -207,6 +212,32 @@ def results(summary, metrics, config, gpu):
     if gpu and out["wall_s"] is not None:
         out["gpu_hours"] = out["wall_s"] / 3600.0
     return out
+
+
+def kernel_name(name):
+    """A short name of a convolution kernel that keeps its algorithm and arithmetic:
+    "void wgrad_alg0_engine<float, 128, ...>(int, ...)" -> "wgrad_alg0_engine";
+    "sm80_xmma_dgrad_implicit_gemm_f32f32_..._nchw_tilesize32x32x8_..._ffma_..." ->
+    "sm80_xmma_dgrad_implicit_gemm_f32f32_..._nchw ffma" (FP32 FMA; a TF32 kernel names
+    tf32 in its head already)."""
+    name = name[5:] if name.startswith("void ") else name
+    base = name.split("<")[0].split("(")[0]
+    head, sep, tail = base.partition("_tilesize")
+    kind = next((k for k in ("tf32", "ffma", "hmma", "bf16", "f16") if k in tail), "")
+    return head + (" " + kind if kind and kind not in head else "")
+
+
+def kernels_text(record, top=3):
+    """The top convolution kernels of a cell's summary.json `conv_kernels`, by time, short
+    names joined by "; " (None where the cell has no record)."""
+    if not isinstance(record, dict) or not record.get("kernels"):
+        return None
+    names = []
+    for row in record["kernels"]:
+        short = kernel_name(str(row.get("name")))
+        if short not in names:
+            names.append(short)
+    return "; ".join(names[:top])
 
 
 def env_identity(env, summary):

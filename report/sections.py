@@ -206,6 +206,10 @@ def cost(runs):
                 # The step each cell ended with: a GPU group showing eager-nosync beside
                 # cuda-graph holds a cell whose capture failed (summary.json says why).
                 "step": ", ".join(sorted({text(m) for m in part["step_mode"].fillna("unknown")})),
+                # cuDNN's algorithm choice (summary.json conv_kernels): the cells' top kernels.
+                "conv": ", ".join(
+                    sorted({k for t in part["conv_kernels"] if _has(t) for k in str(t).split("; ")})
+                ),
             }
         )
     totals = {

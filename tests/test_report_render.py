@@ -12,7 +12,7 @@ import pytest
 import report_fixtures as fx
 from report_html import Page, decode_png
 
-from report import figures, render
+from report import aggregate, figures, render
 from report.cli import main as report_main
 
 SECTIONS = [
@@ -303,6 +303,75 @@ def test_predicted_cost_is_compared_when_present(smoke, tmp_path):
     assert ratios[ids[0]] == "2.00"  # measured wall time over half of it
     assert "predicted vs measured wall time" in cost  # the scatter figure's alt text
     assert "no prediction" in smoke["html"]  # and without the file, the page says so
+
+
+# summary.json conv_kernels of an H200 cell (run3/work/train_on), cut, and a TF32 kernel of
+# the session-4 profile (run1/bench/bench_tf32.json) in place of the fprop one.
+H200_CONV_KERNELS = {
+    "what": "convolution/GEMM kernels of one forward+backward at batch 64, by self device time",
+    "kernels": [
+        {
+            "name": "void wgrad_alg0_engine<float, 128, 5, 5, 3, 3, 3, false, 512>(int, int)",
+            "count": 67,
+            "self_ms": 4.36,
+        },
+        {
+            "name": "sm80_xmma_dgrad_implicit_gemm_f32f32_f32f32_f32_nchwkcrs_nchw_tilesize32x32x8_"
+            "stage3_warpsize1x2x1_g1_ffma_aligna4_alignc4_execute_kernel__5x_cudnn",
+            "count": 97,
+            "self_ms": 2.95,
+        },
+        {
+            "name": "void wgrad_alg0_engine<float, 128, 6, 7, 3, 3, 5, false, 512>(int, int)",
+            "count": 31,
+            "self_ms": 1.65,
+        },
+        {
+            "name": "sm80_xmma_wgrad_implicit_gemm_indexed_wo_smem_tf32f32_tf32f32_f32_nhwckrsc_"
+            "nhwc_tilesize16x64x64_stage1_warpsize1x4x1_g1_tensor16x8x8_aligna8_alignc8_"
+            "execute_kernel__5x_cudnn",
+            "count": 52,
+            "self_ms": 1.71,
+        },
+    ],
+}
+
+
+def test_cost_table_names_the_convolution_kernels_of_the_cells(tmp_path):
+    root = str(tmp_path / "study")
+    manifest, states = fx.build_matrix_study(root)
+    cell = states["completed"][0]
+    path = os.path.join(root, "cells", cell, "summary.json")
+    summary = json.load(open(path))
+    summary["conv_kernels"] = H200_CONV_KERNELS
+    fx.write_json(path, summary)
+    out = str(tmp_path / "report")
+    assert report_main(["--manifest", manifest, "--out", out]) == 0
+    runs = pd.read_csv(os.path.join(out, "runs.csv")).set_index("cell_id")
+    # Top three distinct short names, by time; the tile variants of one engine count once.
+    assert runs.loc[cell, "conv_kernels"] == (
+        "wgrad_alg0_engine; sm80_xmma_dgrad_implicit_gemm_f32f32_f32f32_f32_nchwkcrs_nchw ffma; "
+        "sm80_xmma_wgrad_implicit_gemm_indexed_wo_smem_tf32f32_tf32f32_f32_nhwckrsc_nhwc"
+    )
+    conv = {
+        (c["attrs"]["data-group"], c["attrs"]["data-variant"]): c["text"]
+        for c in Page(open(os.path.join(out, "report.html")).read()).table("cost-table")
+        if c["attrs"].get("data-col") == "conv"
+    }
+    key = (runs.loc[cell, "group"], runs.loc[cell, "variant"])
+    assert conv.pop(key) == (
+        "sm80_xmma_dgrad_implicit_gemm_f32f32_f32f32_f32_nchwkcrs_nchw ffma, "
+        "sm80_xmma_wgrad_implicit_gemm_indexed_wo_smem_tf32f32_tf32f32_f32_nhwckrsc_nhwc, "
+        "wgrad_alg0_engine"
+    )
+    assert conv and set(conv.values()) == {"\u2014"}  # the fixtures' cells have no record
+
+
+def test_kernel_names_keep_the_algorithm_and_the_arithmetic():
+    assert aggregate.kernel_name("aten::mkldnn_convolution") == "aten::mkldnn_convolution"
+    assert aggregate.kernel_name("void fft2d_r2c_16x16<float>(float2*, int)") == "fft2d_r2c_16x16"
+    assert aggregate.kernels_text({"reason": "profiling failed: X"}) is None
+    assert aggregate.kernels_text(None) is None
 
 
 def test_cost_table_names_the_step_and_shows_a_fallen_back_cell(tmp_path):
