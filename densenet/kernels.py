@@ -32,14 +32,21 @@ CONV_WORDS = (
 )
 # Inductor's fused pointwise / reduction / persistent-reduction kernels: never convolutions.
 NOT_CONV_TRITON = ("triton_poi_", "triton_red_", "triton_per_")
+# CPU profile rows of the ops that only dispatch to the one doing the work.
+CPU_DISPATCH = ("aten::conv2d", "aten::convolution", "aten::_convolution")
 
 
 def is_conv_kernel(name, device):
     """A convolution/GEMM kernel (CUDA) or op (CPU) by its name. On CUDA the aten ops (CPU-side
     dispatch rows) and inductor's fused elementwise and reduction kernels (triton_poi_/red_/
     per_, named after the ops they fuse, "convolution_backward" included) are not; inductor's
-    GEMM/convolution templates (triton_tem_) are."""
-    if device.type == "cuda" and name.startswith(("aten::",) + NOT_CONV_TRITON):
+    GEMM/convolution templates (triton_tem_) are. On the CPU only the aten ops that compute
+    (aten::mkldnn_convolution, aten::convolution_backward, ...), not the dispatchers in front
+    of them nor autograd's node rows."""
+    if device.type == "cuda":
+        if name.startswith(("aten::",) + NOT_CONV_TRITON):
+            return False
+    elif not name.startswith("aten::") or name in CPU_DISPATCH:
         return False
     return any(w in name.lower() for w in CONV_WORDS)
 
