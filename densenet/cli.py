@@ -214,5 +214,13 @@ COMMANDS = {
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "train" and args.compile == "on" and args.efficient == "on":
+        # Dynamo breaks the graph at each checkpointed bottleneck and recompiles it for every
+        # input width until its recompile limit, then runs the rest eagerly (seen on the CPU).
+        parser.error(
+            "argument --compile: 'on' does not combine with --efficient on "
+            "(checkpointed bottlenecks recompile per layer); use one of them"
+        )
     return COMMANDS[args.command](args)

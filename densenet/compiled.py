@@ -14,7 +14,9 @@ a compiled step is not bitwise equal to eager, even with --deterministic on. Tha
 conv/linear weight gradient, in float64 (is it the same function and gradient? On the H200:
 1.5e-15 median, 2.1e-15 max over 100 layers) and in float32 against float64 (as far from it as
 eager?). Measured on the H200: 1.26x per CUDA-graph step, 16.58 vs 20.95 ms (BENCHMARKS.md).
-Not tried together: --efficient on (checkpointing inside the compiled graph).
+`train` refuses --compile on with --efficient on: on the CPU, dynamo broke the graph at each
+checkpointed bottleneck, recompiled it for every input width until its recompile limit (8),
+and ran the rest eagerly.
 
 The compiled callable wraps the model and shares its parameters and buffers; evaluation,
 checkpoints and state_dict keys use the plain model (no "_orig_mod." prefix, no eval-mode

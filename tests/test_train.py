@@ -31,6 +31,10 @@ def test_paper_lr_schedule():
             ["--model", "densenet40-k12", "--protocol", "long"],
             "argument --protocol: invalid choice",
         ),
+        (
+            ["--model", "densenet-bc40-k12", "--compile", "on", "--efficient", "on"],
+            "argument --compile: 'on' does not combine with --efficient on",
+        ),
     ],
 )
 def test_bad_arguments_exit_2_one_line(tmp_path, args, fragment):
