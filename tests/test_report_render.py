@@ -337,27 +337,38 @@ H200_CONV_KERNELS = {
 }
 
 
-def test_cost_table_names_the_convolution_kernels_of_the_cells(tmp_path):
+def render_with_one_summary_changed(tmp_path, change):
+    """The matrix study with one completed cell's summary.json passed through change(summary)
+    first; returns (that cell, runs.csv by cell id, the cost table's cells by data-col as
+    {col: {(group, variant): text}})."""
     root = str(tmp_path / "study")
     manifest, states = fx.build_matrix_study(root)
     cell = states["completed"][0]
     path = os.path.join(root, "cells", cell, "summary.json")
     summary = json.load(open(path))
-    summary["conv_kernels"] = H200_CONV_KERNELS
+    change(summary)
     fx.write_json(path, summary)
     out = str(tmp_path / "report")
     assert report_main(["--manifest", manifest, "--out", out]) == 0
     runs = pd.read_csv(os.path.join(out, "runs.csv")).set_index("cell_id")
+    cols = {}
+    for c in Page(open(os.path.join(out, "report.html")).read()).table("cost-table"):
+        if "data-col" in c["attrs"]:
+            key = (c["attrs"]["data-group"], c["attrs"]["data-variant"])
+            cols.setdefault(c["attrs"]["data-col"], {})[key] = c["text"]
+    return cell, runs, cols
+
+
+def test_cost_table_names_the_convolution_kernels_of_the_cells(tmp_path):
+    cell, runs, cols = render_with_one_summary_changed(
+        tmp_path, lambda s: s.update(conv_kernels=H200_CONV_KERNELS)
+    )
     # Top three distinct short names, by time; the tile variants of one engine count once.
     assert runs.loc[cell, "conv_kernels"] == (
         "wgrad_alg0_engine; sm80_xmma_dgrad_implicit_gemm_f32f32_f32f32_f32_nchwkcrs_nchw ffma; "
         "sm80_xmma_wgrad_implicit_gemm_indexed_wo_smem_tf32f32_tf32f32_f32_nhwckrsc_nhwc"
     )
-    conv = {
-        (c["attrs"]["data-group"], c["attrs"]["data-variant"]): c["text"]
-        for c in Page(open(os.path.join(out, "report.html")).read()).table("cost-table")
-        if c["attrs"].get("data-col") == "conv"
-    }
+    conv = cols["conv"]
     key = (runs.loc[cell, "group"], runs.loc[cell, "variant"])
     assert conv.pop(key) == (
         "sm80_xmma_dgrad_implicit_gemm_f32f32_f32f32_f32_nchwkcrs_nchw ffma, "
@@ -375,22 +386,12 @@ def test_kernel_names_keep_the_algorithm_and_the_arithmetic():
 
 
 def test_cost_table_names_the_step_and_shows_a_fallen_back_cell(tmp_path):
-    root = str(tmp_path / "study")
-    manifest, states = fx.build_matrix_study(root)
-    fell = states["completed"][0]
-    path = os.path.join(root, "cells", fell, "summary.json")
-    summary = json.load(open(path))
-    assert summary["step_mode"] == "cuda-graph"
-    summary.update(step_mode="eager-nosync", step_fallback="CUDA-graph capture failed (X: y)")
-    fx.write_json(path, summary)
-    out = str(tmp_path / "report")
-    assert report_main(["--manifest", manifest, "--out", out]) == 0
-    runs = pd.read_csv(os.path.join(out, "runs.csv")).set_index("cell_id")
-    steps = {
-        (c["attrs"]["data-group"], c["attrs"]["data-variant"]): c["text"]
-        for c in Page(open(os.path.join(out, "report.html")).read()).table("cost-table")
-        if c["attrs"].get("data-col") == "step"
-    }
+    def fall_back(summary):
+        assert summary["step_mode"] == "cuda-graph"
+        summary.update(step_mode="eager-nosync", step_fallback="CUDA-graph capture failed (X: y)")
+
+    fell, runs, cols = render_with_one_summary_changed(tmp_path, fall_back)
+    steps = cols["step"]
     key = (runs.loc[fell, "group"], runs.loc[fell, "variant"])
     assert steps.pop(key) == "cuda-graph, eager-nosync"
     assert steps and set(steps.values()) == {"cuda-graph"}  # every other GPU group
