@@ -232,8 +232,9 @@ def run(cfg, log=print):
         note("removed %d temporary file(s) left by an interrupted run" % len(stale))
     try:
         device = resolve_device(cfg["device"])
-        if cfg.get("compile") == "on" and compiled.support(device):
-            raise Skip("--compile on: %s" % compiled.support(device))
+        why_not = compiled.support(device) if cfg.get("compile") == "on" else None
+        if why_not:
+            raise Skip("--compile on: %s" % why_not)
     except Skip as exc:
         atomic.write_json(cell.summary, summary("skipped", cfg, [], 0.0, None, reason=str(exc)))
         note("skipped: %s" % exc)

@@ -248,8 +248,14 @@ def train_check():
     out["compiled_epochs"] = [
         [r.get("train_loss"), r.get("epoch_s")] for r in epochs(WORK + "/train_compile")
     ]
-    names = ("train_off", "train_on", "train_dropout", "train_det_on", "train_off2")
-    for name in names + ("train_compile",):
+    for name in (
+        "train_off",
+        "train_on",
+        "train_dropout",
+        "train_det_on",
+        "train_off2",
+        "train_compile",
+    ):
         summ = load(os.path.join(WORK, name, "summary.json")) or {}
         out[name] = {
             k: summ.get(k)
@@ -307,7 +313,7 @@ def compile_lines(c):
         return []
     if "reason" in c:
         return ["  compiled step: not run (%s)" % c["reason"]]
-    return [
+    lines = [
         "  compiled step ms %s (%s) vs fast %s: %s; setup %.0f s; vs eager max |state diff| %.3g"
         % (
             fmt(c["step_ms"]["compiled"]),
@@ -318,12 +324,14 @@ def compile_lines(c):
             c["agreement"]["max_abs_state_diff"],
         ),
         "  " + c["precision_summary"],
-    ] + [
-        "  top kernels, one compiled step: "
-        + "; ".join("%s %.2f ms" % (r["name"][:60], r["self_ms"]) for r in top[:6])
-        for top in [c["profile"].get("top")]
-        if top
     ]
+    top = c["profile"].get("top")
+    if top:
+        lines.append(
+            "  top kernels, one compiled step: "
+            + "; ".join("%s %.2f ms" % (r["name"][:60], r["self_ms"]) for r in top[:6])
+        )
+    return lines
 
 
 def fmt(x, unit=""):
