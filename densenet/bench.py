@@ -27,18 +27,21 @@ from .databench import available_cores, bench_data
 from .gradcheck import make_batch as make_grad_batch
 from .kernels import profile_rows, profiler_activities
 from .models import build_model
-from .steps import Accumulator, make_step
+from .steps import Accumulator, graph_support, make_step
 from .timing import PeakMemory, summarize, time_calls
 from .train import OPTIMIZERS, make_optimizer, resolve_device
 
 # name -> (fast step, efficient mode, compiled). "eager" is the reference loop with its
 # per-step sync; "compiled" (the fast step of a torch.compile'd model) only with --compile on.
+# "fast" and "efficient" take --overlap; "fast-serial" is the fast step without it, the other
+# side of the overlap ratio, run only where the overlap applies (the CUDA-graph step).
 RUNNERS = (
     ("eager", False, False, False),
     ("fast", True, False, False),
     ("efficient", True, True, False),
 )
 COMPILED = ("compiled", True, False, True)
+SERIAL = ("fast-serial", True, False, False)
 
 
 def add_arguments(p):
@@ -130,6 +133,9 @@ def add_arguments(p):
         help="also time the fast step of a torch.compile'd model, and check its gradients "
         "against float64 (densenet/compiled.py)",
     )
+    from .cli import add_overlap
+
+    add_overlap(p)
     p.add_argument("--image-ref", default=None)
 
 
@@ -159,7 +165,17 @@ class Runner(object):
     """One model + optimizer + step, fed the shared batches in order."""
 
     def __init__(
-        self, name, model_name, fast, efficient, device, args, log, optimizer=None, compiled=False
+        self,
+        name,
+        model_name,
+        fast,
+        efficient,
+        device,
+        args,
+        log,
+        optimizer=None,
+        compiled=False,
+        overlap=None,
     ):
         optimizer = optimizer or args.optimizer
         torch.manual_seed(args.seed)  # same initial weights for every runner
@@ -170,8 +186,10 @@ class Runner(object):
         self.optimizer = make_optimizer(optimizer, self.model.parameters(), OPTIMIZERS[optimizer])
         self.acc = Accumulator(device)
         fn = compile_model(self.model) if compiled else self.model
+        if overlap is None:
+            overlap = getattr(args, "overlap", "on") == "on" and not compiled
         self.step, self.why = make_step(
-            fn, self.optimizer, self.acc, device, fast, optimizer, log=log
+            fn, self.optimizer, self.acc, device, fast, optimizer, log=log, overlap=overlap
         )
         self.done = 0
 
@@ -185,6 +203,7 @@ class Runner(object):
             "mode": self.step.mode,
             "why_not_graph": self.why,
             "fallback": getattr(self.step, "fallback_reason", None),
+            "weight_grad_stream": self.step.overlap,
         }
 
 
@@ -226,11 +245,18 @@ def bench_steps(args, device, batches, log):
     # runner's memory measurement.
     Runner("primer", args.model, False, False, device, args, log)(batches)
     runners, memory, setup_s = [], {}, {}
-    with_compiled = args.compile == "on" and compile_support(device) is None
-    for name, fast, efficient, compiled in RUNNERS + ((COMPILED,) if with_compiled else ()):
+    extra = []
+    if args.compile == "on" and compile_support(device) is None:
+        extra.append(COMPILED)
+    if with_serial(args, device):
+        extra.append(SERIAL)
+    for name, fast, efficient, compiled in RUNNERS + tuple(extra):
         probe.start()
         t0 = time.perf_counter()
-        r = Runner(name, args.model, fast, efficient, device, args, log, compiled=compiled)
+        overlap = False if name == SERIAL[0] else None  # None: as --overlap says
+        r = Runner(
+            name, args.model, fast, efficient, device, args, log, compiled=compiled, overlap=overlap
+        )
         for _ in range(warmup):
             r(batches)
         if device.type == "cuda":
@@ -265,6 +291,8 @@ def bench_steps(args, device, batches, log):
     }
     if "compiled" in by:
         out["agreement"]["compiled_vs_eager"] = agreement(by["eager"], by["compiled"])
+    if SERIAL[0] in by:
+        out["agreement"]["fast_vs_serial"] = agreement(by[SERIAL[0]], by["fast"])
     out["profile"] = (
         profile_step(by["eager"], batches, device)
         if args.profile == "on"
@@ -274,6 +302,22 @@ def bench_steps(args, device, batches, log):
         # What is left after fusion (on CUDA, the kernels of one replay of its graph).
         out["profile_compiled"] = profile_step(by["compiled"], batches, device)
     return out
+
+
+def with_serial(args, device):
+    """Time the fast step without --overlap too: only where the overlap is in effect."""
+    return args.overlap == "on" and graph_support(device, args.optimizer) is None
+
+
+def overlap_section(args, steps):
+    """--overlap: the fast step with the weight-gradient stream against the one without, same
+    process, same rounds (densenet/overlap.py); a reason where it does not apply."""
+    if SERIAL[0] not in steps["step_ms"]:
+        return {"reason": "--overlap off" if args.overlap == "off" else "no CUDA-graph step here"}
+    return {
+        "step_ms": {"serial": steps["step_ms"][SERIAL[0]], "overlap": steps["step_ms"]["fast"]},
+        "agreement": steps["agreement"]["fast_vs_serial"],
+    }
 
 
 def bench_compile(args, device, steps):
@@ -342,6 +386,7 @@ def run_bench(args, log):
             },
         },
         "compile": compiled,
+        "overlap": overlap_section(args, steps),
         "steps": steps,
         "data": pipe,
         "flags": flags,
@@ -404,6 +449,7 @@ def table(res):
         "fast vs eager after %d steps: bitwise equal %s, max |diff| %.3g"
         % (ag["steps"][0], ag["bitwise_equal"], ag["max_abs_state_diff"])
     )
+    lines.extend(overlap_lines(res.get("overlap"), row))
     lines.extend(compile_lines(res.get("compile"), row))
     for name, rec in s["modes"].items():
         if rec["fallback"] or rec["why_not_graph"]:
@@ -412,6 +458,18 @@ def table(res):
                 % (name, rec["mode"], rec["fallback"] or rec["why_not_graph"])
             )
     return "\n".join(lines)
+
+
+def overlap_lines(o, row):
+    """The --overlap rows of the table (none where it does not apply)."""
+    if not o or "reason" in o:
+        return []
+    row("step: serial / overlap", o["step_ms"]["serial"], o["step_ms"]["overlap"], "ms")
+    ag = o["agreement"]
+    return [
+        "overlap vs serial after %d steps: bitwise equal %s, max |diff| %.3g"
+        % (ag["steps"][0], ag["bitwise_equal"], ag["max_abs_state_diff"])
+    ]
 
 
 def compile_lines(c, row):

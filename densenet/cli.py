@@ -93,6 +93,7 @@ def build_parser():
         help="train through torch.compile (fused BN/ReLU/cat; reductions reordered, so not "
         "bitwise eager: densenet/compiled.py)",
     )
+    add_overlap(p)
     p.add_argument("--keep-checkpoint", choices=ON_OFF, default="off")
     p.add_argument("--image-ref", default=None, help="image tag@digest, recorded in env.json")
     add_numerics(p)
@@ -122,6 +123,16 @@ def build_parser():
     add_bench_arguments(p)
     add_numerics(p)
     return parser
+
+
+def add_overlap(p):
+    p.add_argument(
+        "--overlap",
+        choices=ON_OFF,
+        default="on",
+        help="with the CUDA-graph step (not --compile): convolution weight gradients on a "
+        "second stream, same kernels and bits (densenet/overlap.py)",
+    )
 
 
 def cmd_models(args):

@@ -11,6 +11,8 @@ import sys
 import torch
 import torch.nn.functional as F
 
+from .overlap import install as install_overlap
+
 
 class Accumulator(object):
     """Epoch sums kept on the device (float64 loss sum, int64 error count)."""
@@ -189,14 +191,24 @@ def graph_support(device, optimizer_name):
     return None
 
 
-def make_step(model, optimizer, acc, device, fast, optimizer_name, log=None):
-    """The step object for this run; returns (step, why) where why explains a fallback."""
+def make_step(model, optimizer, acc, device, fast, optimizer_name, log=None, overlap=False):
+    """The step object for this run; returns (step, why) where why explains a fallback.
+
+    overlap: for the CUDA-graph step, route the convolutions' weight gradients through a side
+    stream (densenet/overlap.py; this installs into `model`, which must be the plain module,
+    not a compiled one). ``step.overlap`` says whether it is in effect."""
     if not fast:
-        return EagerStep(model, optimizer, acc, sync=True), None
-    why = graph_support(device, optimizer_name)
-    if why is None:
-        return GraphStep(model, optimizer, acc, log=log), None
-    return EagerStep(model, optimizer, acc, sync=False), why
+        step, why = EagerStep(model, optimizer, acc, sync=True), None
+    else:
+        why = graph_support(device, optimizer_name)
+        if why is None:
+            step = GraphStep(model, optimizer, acc, log=log)
+        else:
+            step = EagerStep(model, optimizer, acc, sync=False)
+    step.overlap = bool(
+        overlap and isinstance(step, GraphStep) and install_overlap(model, optimizer, device)
+    )
+    return step, why
 
 
 def evaluate(model, x_uint8, y, normalize, batch_size):

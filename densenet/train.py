@@ -45,7 +45,15 @@ METRIC_COLUMNS = [
 TIMING_COLUMNS = ("epoch_s", "img_per_s")
 # Config keys that do not change what is computed, so a checkpoint made under other values
 # of them may be resumed (e.g. the data path inside a container differs from the host's).
-RESUME_NEUTRAL = ("out", "data_dir", "image_ref", "keep_checkpoint", "fast", "download")
+RESUME_NEUTRAL = (
+    "out",
+    "data_dir",
+    "image_ref",
+    "keep_checkpoint",
+    "fast",
+    "overlap",  # same kernels, same bits: only when the weight gradients run
+    "download",
+)
 
 # Options added after checkpoints were first written, with the value that means "as before":
 # at that value they stay out of the resume key, so an older checkpoint still resumes.
@@ -291,8 +299,11 @@ def run(cfg, log=print):
     # The step trains through the compiled callable; it shares the model's parameters and
     # buffers, and evaluation and checkpoints use the plain model.
     fn = compiled.compile_model(model) if cfg.get("compile") == "on" else model
+    # The weight-gradient stream installs into the plain model's convolutions; dynamo would
+    # break its graph at each of them, so not under --compile (densenet/overlap.py).
+    overlap = cfg.get("overlap", "on") == "on" and cfg.get("compile") != "on"
     step, why = make_step(
-        fn, optimizer, acc, device, cfg["fast"] == "on", cfg["optimizer"], log=note
+        fn, optimizer, acc, device, cfg["fast"] == "on", cfg["optimizer"], log=note, overlap=overlap
     )
     if why:
         note("fast path: %s; using %s" % (why, step.mode))
@@ -300,7 +311,11 @@ def run(cfg, log=print):
     # Host syncs torch reports inside each epoch's training loop (CUDA only; see syncs.py):
     # the eager step makes one per step, the fast step none once its graphs are captured.
     host_syncs = []
-    extra = {"dataset_identity": ds.identity, "host_syncs_per_epoch": host_syncs}
+    extra = {
+        "dataset_identity": ds.identity,
+        "host_syncs_per_epoch": host_syncs,
+        "weight_grad_stream": step.overlap,
+    }
     session_t0 = time.perf_counter()
 
     for epoch in range(start + 1, cfg["epochs"] + 1):

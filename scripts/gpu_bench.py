@@ -267,6 +267,7 @@ def train_check():
                 "peak_mem_mb",
                 "reason",
                 "host_syncs_per_epoch",
+                "weight_grad_stream",
                 "conv_kernels",
             )
         }
@@ -305,6 +306,24 @@ def compare(a, b):
         # The CSV holds repr(float): equal text is the same float64.
         "losses_bitwise_equal": all(r[c] == q[c] for r, q in zip(a, b) for c in cols),
     }
+
+
+def overlap_lines(o):
+    """The bench's --overlap section: the fast step with and without the weight-gradient stream."""
+    if not o or "reason" in o:
+        return []
+    ag = o["agreement"]
+    return [
+        "  fast step ms without overlap %s, with %s: %s; after %d steps bitwise %s, max |diff| %.3g"
+        % (
+            fmt(o["step_ms"]["serial"]),
+            fmt(o["step_ms"]["overlap"]),
+            fmt(o["step_ms"]["serial"] / o["step_ms"]["overlap"], "x"),
+            ag["steps"][0],
+            ag["bitwise_equal"],
+            ag["max_abs_state_diff"],
+        )
+    ]
 
 
 def compile_lines(c):
@@ -409,6 +428,7 @@ def table(check):
                 ag["efficient_vs_fast"]["bitwise_equal"],
             )
         )
+        lines.extend(overlap_lines(res.get("overlap")))
         lines.extend(compile_lines(res.get("compile")))
     if b["fp32"]:
         d = b["fp32"]["data_img_s"]
@@ -475,8 +495,12 @@ def table(check):
         % (check["train_off"]["host_syncs_per_epoch"], check["train_on"]["host_syncs_per_epoch"])
     )
     lines.append(
-        "dropout + efficient + fast: %s (%s)"
-        % (check["train_dropout"]["step_mode"], check["train_dropout"]["step_fallback"])
+        "dropout + efficient + fast: %s (%s), weight-gradient stream %s"
+        % (
+            check["train_dropout"]["step_mode"],
+            check["train_dropout"]["step_fallback"],
+            check["train_dropout"]["weight_grad_stream"],
+        )
     )
     if "probe" in check:
         lines.append(

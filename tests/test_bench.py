@@ -45,6 +45,10 @@ def test_bench_json_holds_both_sides_of_each_ratio(bench):
     assert res["environ"]["torch"] == torch.__version__ and res["config"]["device"] == "cpu"
     assert res["steps"]["modes"]["fast"]["mode"] == "eager-nosync"
     assert res["steps"]["step_stats"]["eager"]["n"] == 2  # 2 rounds x 1 step
+    # No second stream on the CPU: no serial runner, and the section says why.
+    assert res["overlap"] == {"reason": "no CUDA-graph step here"}
+    assert "fast-serial" not in res["steps"]["step_ms"]
+    assert res["steps"]["modes"]["fast"]["weight_grad_stream"] is False
 
 
 @pytest.mark.slow

@@ -137,6 +137,7 @@ def test_fast_path_equals_eager_on_cpu(tmp_path):
     summary = read_json(tmp_path / "on" / "summary.json")
     assert summary["step_mode"] == "eager-nosync"
     assert summary["host_syncs_per_epoch"] == [None, None]  # measured on CUDA only
+    assert summary["weight_grad_stream"] is False  # the CUDA-graph step's only
 
 
 @pytest.mark.slow

@@ -1,0 +1,118 @@
+"""--overlap (densenet/overlap.py): the split convolution backward gives the same gradients.
+
+On the CPU there is no second stream, so these run the same split backward in order: every
+weight gradient, the optimizer hook and the copies a cell profiles are checked here; that the
+side stream keeps the bits is checked on the GPU (bench's fast_vs_serial, BENCHMARKS.md).
+"""
+
+import copy
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from densenet import overlap, train
+from densenet.canary import NoncontigGradConv2d
+from densenet.models import build_model
+from densenet.steps import Accumulator, EagerStep, make_step
+
+CPU = torch.device("cpu")
+
+
+def batch(n=4, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 32, 32, generator=gen), torch.randint(0, 10, (n,), generator=gen)
+
+
+def grads(model, x, y):
+    model.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x), y).backward()
+    return [p.grad.clone() for p in model.parameters()]
+
+
+def twins(**kw):
+    torch.manual_seed(0)
+    plain = build_model("densenet-bc40-k12", **kw)
+    routed = copy.deepcopy(plain)
+    opt = torch.optim.SGD(routed.parameters(), lr=0.1)
+    return plain, routed, opt
+
+
+def test_split_backward_gives_the_same_gradients_bitwise():
+    plain, routed, opt = twins()
+    n_conv = sum(type(m) is nn.Conv2d for m in plain.modules())
+    assert overlap.install(routed, opt, CPU) == n_conv > 30
+    x, y = batch()
+    for a, b in zip(grads(plain, x, y), grads(routed, x, y)):
+        assert torch.equal(a, b)
+
+
+def test_convolutions_with_bias_get_their_bias_gradient():
+    plain, routed, opt = twins(bias=True)
+    overlap.install(routed, opt, CPU)
+    x, y = batch()
+    got = grads(routed, x, y)
+    assert all(g is not None for g in got)
+    for a, b in zip(grads(plain, x, y), got):
+        assert torch.equal(a, b)
+
+
+def test_the_canary_keeps_its_own_backward():
+    # The canary's bug lives in its backward: routing it through the split backward would
+    # silently cure the injected fault.
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), NoncontigGradConv2d(4, 4, 1))
+    assert overlap.install(model, torch.optim.SGD(model.parameters(), lr=0.1), CPU) == 1
+    assert "forward" in vars(model[0]) and "forward" not in vars(model[1])
+    canary = build_model("densenet-bc40-k12", canary=True)
+    assert overlap.install(canary, torch.optim.SGD(canary.parameters(), lr=0.1), CPU) == 0
+
+
+def test_training_steps_follow_the_same_trajectory():
+    plain, routed, _ = twins()
+    x, y = batch(8)
+    losses = []
+    for model, routed_here in ((plain, False), (routed, True)):
+        opt = train.make_optimizer("sgd", model.parameters(), 0.1)  # momentum, weight decay
+        if routed_here:
+            overlap.install(model, opt, CPU)
+        step = EagerStep(model, opt, Accumulator(CPU), sync=False)
+        for _ in range(3):
+            step(x, y)
+        losses.append(float(step.acc.loss_sum))
+    assert losses[0] == losses[1]
+    for a, b in zip(plain.state_dict().values(), routed.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_a_copy_of_a_routed_model_fills_its_own_gradients():
+    # kernels.conv_kernels profiles a deep copy after training: its backward must not write
+    # into the training model's .grad.
+    _, routed, opt = twins()
+    overlap.install(routed, opt, CPU)
+    twin = copy.deepcopy(routed)
+    x, y = batch()
+    F.cross_entropy(twin(x), y).backward()
+    assert all(p.grad is None for p in routed.parameters())
+    assert all(p.grad is not None for p in twin.parameters())
+
+
+def test_make_step_installs_it_only_for_the_cuda_graph_step():
+    model = build_model("densenet-bc40-k12")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    step, why = make_step(model, opt, Accumulator(CPU), CPU, True, "sgd", overlap=True)
+    assert step.overlap is False and why == "CUDA graphs need a CUDA device"
+    assert not any("forward" in vars(m) for m in model.modules())
+
+
+def test_a_torch_without_step_pre_hooks_gets_no_overlap():
+    class OldOptimizer(object):  # torch < 2.0 has no Optimizer.register_step_pre_hook
+        pass
+
+    model = build_model("densenet-bc40-k12")
+    assert overlap.install(model, OldOptimizer(), CPU) == 0
+    assert not any("forward" in vars(m) for m in model.modules())
+
+
+def test_overlap_does_not_change_a_cells_identity():
+    cfg = {"model": "densenet-bc40-k12", "out": "x", "overlap": "on"}
+    assert train.resume_key(cfg) == train.resume_key(dict(cfg, overlap="off"))
