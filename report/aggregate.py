@@ -183,11 +183,18 @@ def run_row(entry, files, envs):
     return row
 
 
+def step_text(summary):
+    """The step a cell ended with, "+overlap" where its weight gradients ran on a side stream
+    (summary.json weight_grad_stream, densenet/overlap.py)."""
+    mode = summary.get("step_mode")
+    return mode + "+overlap" if mode and summary.get("weight_grad_stream") else mode
+
+
 def results(summary, metrics, config, gpu):
     """Result columns from summary.json and metrics.csv; NaN where a cell has not got them."""
     out = {
         "epochs_planned": config.get("epochs"),
-        "step_mode": summary.get("step_mode"),
+        "step_mode": step_text(summary),
         "conv_kernels": kernels_text(summary.get("conv_kernels")),
     }
     for key in (

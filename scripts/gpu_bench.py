@@ -4,8 +4,9 @@ Runs, in this order (most wanted first: with GPU_BENCH_BUDGET_S set, a run that 
 that many seconds from the start is cut short or skipped, and the table is still written),
 with the machine's own python3/torch (no Docker there):
   1. build CIFAR-10 (cifar10-jpeg75) from the carried JPEG bundle (~20 s; needs numpy, Pillow)
-  2. bench densenet-bc100-k12, batch 64: fp32 (TF32 off), cuDNN on -- eager vs CUDA graph,
-     efficient mode time and memory, data pipeline vs a torchvision DataLoader (all cores)
+  2. bench densenet-bc100-k12, batch 64: fp32 (TF32 off), cuDNN on -- eager vs CUDA graph
+     (with --overlap's weight-gradient stream, and without it: "fast-serial"), efficient mode
+     time and memory, data pipeline vs a torchvision DataLoader (all cores)
   3. the same with TF32 on (data pipeline shrunk: it does not change)
   4. train 4 epochs of 5,000 images with --fast off and on (the lr drops at epochs 3 and 4, the
      partial last batch is captured in epoch 4): per-epoch losses must agree to fp32 noise,
@@ -13,9 +14,9 @@ with the machine's own python3/torch (no Docker there):
   5. bench with cuDNN off
   6. train 1 epoch with dropout (--augment off) and --efficient on: graph or loud fallback
   7. a cost probe, and its predicted epoch time against step 4's measured one
-  8. bench with --deterministic on (fast must equal eager bitwise), the same pair in training,
-     a second eager training (the yardstick of autotuned cuDNN's run-to-run noise), bench of
-     densenet-bc190-k40 (efficient mode's memory)
+  8. bench with --deterministic on (fast must equal eager and fast-serial bitwise), the same
+     pair in training, a second eager training (the yardstick of autotuned cuDNN's run-to-run
+     noise), bench of densenet-bc190-k40 (efficient mode's memory)
   9. --compile on: bench (the compiled fast step against the plain one; gradients against
      float64), 4 training epochs against step 4's eager run, bench with TF32 on
 and prints one table last. Every JSON and the table go to $OUT (the device tool returns them);

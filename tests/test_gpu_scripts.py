@@ -159,3 +159,33 @@ def test_selections_redo_only_the_runs_named(tmp_path):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     rows = check_rows((dest / "table.txt").read_text())
     assert [r.split()[:2] for r in rows] == [["cudnn-on.tf32-off.none.deterministic", "pass"]]
+
+
+@pytest.mark.slow
+def test_gpu_algos_dry_run_writes_both_limits(tmp_path):
+    env = dict(os.environ, GPU_BENCH_DRY="1", OUT=str(tmp_path), PYTHON=sys.executable)
+    res = run_script(["scripts/gpu_algos.sh"], env, 600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert sorted(os.listdir(tmp_path)) == ["explore-lim0.json", "explore-lim10.json", "gpu.txt"]
+    for tag, limit, settings in (
+        ("lim10", 10, ["fp32", "fp32+overlap", "tf32", "tf32+overlap"]),
+        ("lim0", 0, ["fp32", "tf32", "fp32+overlap", "fp32+cl"]),
+    ):
+        got = json.loads((tmp_path / ("explore-%s.json" % tag)).read_text())
+        assert got["limit"] == limit
+        assert [r["setting"] for r in got["results"]] == settings
+        for r in got["results"]:
+            assert "error" not in r, r
+            assert r["benchmark_limit"] == limit and r["step_ms"]["n"] == 2
+            assert r["profile"]["top"], r  # which kernels (here: ops) ran
+            assert r["weight_grad_stream"] is False  # no CUDA-graph step on the CPU
+
+
+def test_gpu_explore_refuses_an_unknown_setting():
+    res = run_script(
+        [sys.executable, "scripts/gpu_explore.py", "--settings", "fp32,tf32+fast"], os.environ
+    )
+    assert res.returncode == 2
+    assert "setting 'tf32+fast': expected fp32 or tf32, then any of +cl, +compile, +overlap" in (
+        res.stderr
+    )

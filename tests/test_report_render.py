@@ -395,3 +395,13 @@ def test_cost_table_names_the_step_and_shows_a_fallen_back_cell(tmp_path):
     key = (runs.loc[fell, "group"], runs.loc[fell, "variant"])
     assert steps.pop(key) == "cuda-graph, eager-nosync"
     assert steps and set(steps.values()) == {"cuda-graph"}  # every other GPU group
+
+
+def test_cost_table_marks_cells_whose_weight_gradients_overlapped(tmp_path):
+    def overlapped(summary):
+        summary.update(weight_grad_stream=True)
+
+    cell, runs, cols = render_with_one_summary_changed(tmp_path, overlapped)
+    assert runs.loc[cell, "step_mode"] == "cuda-graph+overlap"
+    key = (runs.loc[cell, "group"], runs.loc[cell, "variant"])
+    assert cols["step"][key] == "cuda-graph, cuda-graph+overlap"
