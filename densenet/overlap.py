@@ -10,8 +10,9 @@ can run beside that chain on a side stream, and only the optimizer step waits fo
 What stays the same: each convolution's backward is the same two cuDNN calls the ordinary
 backward makes (aten.convolution_backward with output_mask (input, -, -) and (-, weight, -)),
 the same algorithms under the same autotuning, so --deterministic runs give the same bits.
-Measured on an H200 (scripts/gpu_explore.py, BENCHMARKS.md): the CUDA-graph step 1.14x faster
-in fp32 (18.3 vs 20.9 ms), 1.11x with TF32.
+Measured on an H200 (bench, BENCHMARKS.md): the CUDA-graph step 1.13x faster in fp32 (18.7 vs
+21.2 ms), 1.08x with TF32, 1.31x with cuDNN off (163 vs 213 ms); bitwise equal to the serial
+step under --deterministic on and with cuDNN off; +2.7% peak memory.
 
 What changes: autograd no longer accumulates the weight (and bias) gradients; the side stream
 writes `.grad` itself, and `join()` must run before anything reads them (`install` makes it an

@@ -216,6 +216,19 @@ def test_compile_is_off_by_default_and_passed_only_when_on(default, schema):
     assert "train.compile" in error_of(default, schema)
 
 
+def test_overlap_is_on_by_default_and_never_retrains_a_cell(default, schema):
+    cfg = study.validate(default, schema)
+    cells, _ = study.build_matrix(cfg, {})
+    params = commands.train_args(cfg, cells[0]["params"])
+    assert commands.train_options(cfg)[-2:] == ["--overlap", "on"]
+    default["train"]["overlap"] = False  # YAML 1.1's bare `off`
+    cfg = study.validate(default, schema)
+    assert commands.train_options(cfg)[-2:] == ["--overlap", "off"]
+    assert commands.train_args(cfg, cells[0]["params"]) == params  # not a rule param
+    default["train"]["overlap"] = "maybe"
+    assert "train.overlap" in error_of(default, schema)
+
+
 def test_cli_args_one_flag_each_typed():
     args = commands.cli_args(["config/studies/a.yaml"], {"train": {"epochs": "1"}, "study": "x"})
     assert args == [

@@ -51,7 +51,8 @@ def train_args(cfg, params):
 def train_options(cfg):
     """`densenet train` options that do not change what a cell computes (not rule params,
     so switching them never retrains finished cells)."""
-    return ["--keep-checkpoint", cfg["train"]["keep_checkpoint"]]
+    t = cfg["train"]
+    return ["--keep-checkpoint", t["keep_checkpoint"], "--overlap", t["overlap"]]
 
 
 def gradcheck_args(cfg, env_params):

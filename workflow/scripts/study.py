@@ -34,6 +34,7 @@ ON_OFF_KEYS = (
     ("train", "keep_checkpoint"),
     ("train", "fast"),
     ("train", "compile"),
+    ("train", "overlap"),
     ("data", "download"),
 )
 
