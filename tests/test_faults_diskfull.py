@@ -30,6 +30,7 @@ from faultlib import (
     temp_files,
     train_argv,
 )
+from pipeline_helpers import checkout, snakemake
 
 import report.atomic
 from densenet import atomic, checkpoint, train
@@ -207,3 +208,37 @@ def test_training_on_a_real_full_tmpfs_fails_cleanly_and_resumes(tmp_path, tmp_p
         pytest.skip("cannot mount a tmpfs here: %s" % res.stderr.strip().splitlines()[-1])
     check_failed_on_full_disk(cell, res)
     check_resumes_after_space_is_freed(cell, reference)
+
+
+# Imported by every Python process started with its folder on PYTHONPATH: Snakemake 8+ runs a
+# `run:` block in a child process of its own, so the fault has to be installed there too.
+SITECUSTOMIZE = """import os, sys
+if os.environ.get("TEST_ENOSPC"):
+    sys.path.insert(0, %r)
+    import faultinject
+    faultinject.install_enospc(os.environ["TEST_ENOSPC"])
+"""
+
+
+@pytest.mark.slow
+def test_enospc_on_the_manifest_fails_its_job_and_leaves_no_partial_manifest(tmp_path):
+    # The manifest is written by a `run:` block (workflow/rules/report.smk), in a process
+    # Snakemake starts: the fault is installed in every process through sitecustomize.
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SITECUSTOMIZE % os.path.join(REPO, "tests"))
+    work = checkout(tmp_path / "repo")
+    study = os.path.join(work, "results", "default")
+    argv = [sys.executable, "-m", "snakemake", "--cores", "1", "results/default/manifest.json"]
+    env = dict(ENV, DENSENET_GIT_SHA="test-sha", TEST_ENOSPC="manifest.json:1")
+    env["PYTHONPATH"] = os.pathsep.join([str(hook), REPO])
+    res = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    log = res.stdout[-3000:] + res.stderr[-3000:]
+    assert res.returncode != 0, log
+    assert "No space left on device" in log, log
+    assert not os.path.exists(os.path.join(study, "manifest.json")), log
+    assert temp_files(study) == []
+    # With space again, the same command writes it whole.
+    res = snakemake(work, *argv[3:])
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert read_json(os.path.join(study, "manifest.json"))["cells"]
