@@ -7,6 +7,10 @@ rounds, the fast-vs-eager agreement check, one profiled step, the data pipeline 
 torchvision baseline, then JSON (atomic) and a table. `--probe` instead writes a short timing
 probe per model for cost prediction (densenet/probe.py).
 
+A bench stopped by SIGTERM or SIGINT (a lease's timeout, say: a cold `--compile on` bench takes
+minutes) writes what it had finished to OUT.partial.json, marked `"partial"`, and exits 128+signal;
+OUT itself is written only by a finished run, so nothing that reads it sees half a bench.
+
 Timing rules (airbench style): device events on CUDA, perf_counter on CPU; the runners take
 turns in rounds so that load from other processes hits every side alike; each figure is the
 median step after warmup; nothing is evaluated inside the timed region.
@@ -14,6 +18,8 @@ median step after warmup; nothing is evaluated inside the timed region.
 
 import math
 import os
+import signal
+import threading
 import time
 
 import torch
@@ -236,8 +242,9 @@ def profile_step(runner, batches, device, top=12):
     }
 
 
-def bench_steps(args, device, batches, log):
-    """Memory per runner (while it is built and warmed up), then interleaved timing rounds."""
+def bench_steps(args, device, batches, log, done=None):
+    """Memory per runner (while it is built and warmed up), then interleaved timing rounds.
+    `done` (a dict) gets the runners' setup times and memory as each runner is built."""
     warmup = args.warmup or (6 if device.type == "cuda" else 2)
     probe = PeakMemory(device)
     probe.start()  # on CPU this also sets up the allocator for the measurements
@@ -245,6 +252,8 @@ def bench_steps(args, device, batches, log):
     # runner's memory measurement.
     Runner("primer", args.model, False, False, device, args, log)(batches)
     runners, memory, setup_s = [], {}, {}
+    if done is not None:  # the same dicts, filled below: a stopped bench keeps what it built
+        done["runners_built"] = {"setup_s": setup_s, "memory_mb": memory}
     extra = []
     if args.compile == "on" and compile_support(device) is None:
         extra.append(COMPILED)
@@ -356,12 +365,21 @@ def setup(args):
     return device, flags
 
 
-def run_bench(args, log):
+def run_bench(args, log, done=None):
+    """The whole bench; `done` (a dict) collects each finished section as it finishes, for
+    main() to write if a signal stops the run."""
+    done = {} if done is None else done
     device, flags = setup(args)
+    done.update(flags=flags, environ=envinfo.environ(args.image_ref))
     x, y, mean, std, identity = load_images(args, args.data_images)
     batches = make_batches(x, y, mean, std, device, args.batch_size, 4, args.seed)
-    steps = bench_steps(args, device, batches, log)
+    steps = bench_steps(args, device, batches, log, done)
+    done.update(steps=steps, overlap=overlap_section(args, steps))
+    log("bench: step timing done")
     compiled = bench_compile(args, device, steps) if args.compile == "on" else None
+    if compiled is not None:
+        done["compile"] = compiled
+        log("bench: --compile section done")
     pipe = bench_data(
         x,
         y,
@@ -391,11 +409,11 @@ def run_bench(args, log):
             },
         },
         "compile": compiled,
-        "overlap": overlap_section(args, steps),
+        "overlap": done["overlap"],
         "steps": steps,
         "data": pipe,
         "flags": flags,
-        "environ": envinfo.environ(args.image_ref),
+        "environ": done["environ"],
         "config": config,
     }
 
@@ -504,17 +522,69 @@ def out_path(args):
     return args.out
 
 
+def partial_path(path):
+    """Where a stopped bench leaves what it finished: bench.json -> bench.partial.json."""
+    root, ext = os.path.splitext(path)
+    return root + ".partial" + (ext or ".json")
+
+
+class Stopped(BaseException):
+    """SIGTERM arrived (BaseException, as KeyboardInterrupt: no `except Exception` inside
+    torch or the bench swallows it on the way out)."""
+
+
+def _raise_stopped(signum, frame):
+    raise Stopped()
+
+
+def run_stoppable(args, log, path):
+    """run_bench; on SIGTERM/SIGINT write the finished sections to partial_path(path) and
+    return (None, 128 + signal)."""
+    done, t0 = {}, time.time()
+    # Handlers can only be set from the main thread; elsewhere the caller owns signals. An
+    # ignored SIGTERM (nohup-like starts) stays ignored.
+    own = threading.current_thread() is threading.main_thread() and signal.getsignal(
+        signal.SIGTERM
+    ) not in (signal.SIG_IGN, None)
+    old = signal.signal(signal.SIGTERM, _raise_stopped) if own else None
+    try:
+        return run_bench(args, log, done), 0
+    except (Stopped, KeyboardInterrupt) as exc:
+        signum = signal.SIGTERM if isinstance(exc, Stopped) else signal.SIGINT
+        stopped = {
+            "stopped_by": signal.Signals(signum).name,
+            "after_s": round(time.time() - t0, 1),
+            "finished": sorted(k for k in done if k != "runners_built"),
+            "note": "not a finished bench: only the sections named in `finished` are whole",
+        }
+        config = {k: v for k, v in vars(args).items() if k not in ("command",)}
+        atomic.write_json(partial_path(path), dict(done, partial=stopped, config=config))
+        log(
+            "bench: stopped by %s after %.0f s; finished %s written to %s"
+            % (stopped["stopped_by"], stopped["after_s"], stopped["finished"], partial_path(path))
+        )
+        return None, 128 + signum
+    finally:
+        if own:
+            signal.signal(signal.SIGTERM, old)
+
+
 def main(args):
     from .train import note
 
+    path = out_path(args)
     if args.probe:
         from .probe import run_probe
 
         res = run_probe(args, note)
         text = res["table"]
     else:
-        res = run_bench(args, note)
+        res, rc = run_stoppable(args, note, path)
+        if res is None:
+            return rc
         text = table(res)
-    atomic.write_json(out_path(args), res)
+    atomic.write_json(path, res)
+    if not args.probe and os.path.exists(partial_path(path)):
+        os.unlink(partial_path(path))  # an earlier stopped run's leftovers: this one finished
     print(text)
     return 0

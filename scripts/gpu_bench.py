@@ -37,8 +37,10 @@ On an H200 stages 1-8 took ~345 s, the data build included; the --compile stages
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,6 +85,7 @@ STAGES = (  # most wanted first
     "compile_tf32",
 )
 BUDGET = float(os.environ.get("GPU_BENCH_BUDGET_S") or 1e9)
+GRACE_S = 15.0  # between SIGTERM and SIGKILL for a run past its time
 DEADLINE = time.time() + BUDGET
 
 
@@ -90,7 +93,10 @@ def run(args, timeout):
     """Run `python -m densenet ARGS` (or a script); keep going on failure, log the tail.
 
     Each run also stops at the script's deadline (GPU_BENCH_BUDGET_S after the start), so
-    the table and log are always written inside the lease; a run past it is skipped."""
+    the table and log are always written inside the lease; a run past it is skipped. A run
+    past its time gets SIGTERM and GRACE_S seconds to write what it has (a bench writes
+    bench_X.partial.json), then its whole process group (inductor's compile workers too) is
+    killed."""
     t0 = time.time()
     cmd = [PY] + args
     timeout = min(timeout, DEADLINE - t0)
@@ -98,11 +104,30 @@ def run(args, timeout):
         LOG.append("$ %s\n[skipped: the %s s budget is spent]" % (" ".join(cmd), BUDGET))
         print("[%s] skipped (budget spent): %s" % (time.strftime("%H:%M:%S"), " ".join(args[:6])))
         return "skipped"
-    try:
-        res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
-        rc, text = res.returncode, res.stdout + res.stderr
-    except subprocess.TimeoutExpired as exc:
-        rc, text = "timeout", "%s" % exc
+    grace = min(GRACE_S, timeout / 4.0)
+    # Output to a file, not a pipe: a child that outlives the run (a compile worker) would hold
+    # a pipe open, and reading it to its end would wait for that child.
+    with tempfile.TemporaryFile("w+", errors="replace") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            rc = proc.wait(timeout=timeout - grace)
+            late = ""
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                rc = "timeout (stopped by SIGTERM, exit %s)" % proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                rc = "timeout (killed after %.0f s of grace)" % grace
+            try:  # the run and whatever it left behind (e.g. inductor's compile workers)
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            proc.wait()
+            late = "\n[ran past %.0f s]" % timeout
+        log.seek(0)
+        text = log.read() + late
     LOG.append("$ %s\n[rc %s, %.0f s]\n%s" % (" ".join(cmd), rc, time.time() - t0, text[-3000:]))
     print(
         "[%s] rc %s in %.0f s: %s"
@@ -354,6 +379,29 @@ def compile_lines(c):
     return lines
 
 
+def partial_lines(name, p):
+    """A bench that was stopped (bench_X.partial.json): what it finished, and its step times if
+    the timing rounds were among them."""
+    if not p:
+        return ["%-30s  (no result: see log.txt)" % name]
+    stop = p["partial"]
+    lines = [
+        "%-30s  (stopped by %s after %.0f s; finished: %s)"
+        % (name, stop["stopped_by"], stop["after_s"], ", ".join(stop["finished"]) or "nothing")
+    ]
+    steps = p.get("steps")
+    if steps:
+        lines.append(
+            "  step ms: "
+            + ", ".join("%s %s" % (k, fmt(v)) for k, v in sorted(steps["step_ms"].items()))
+        )
+    else:
+        built = p.get("runners_built") or {}
+        lines.append("  runners built (setup s): %s" % (built.get("setup_s") or "none"))
+    lines.extend(compile_lines(p.get("compile")))
+    return lines
+
+
 def fmt(x, unit=""):
     return "-" if x is None else ("%.4g%s" % (x, unit))
 
@@ -392,7 +440,7 @@ def table(check):
     }
     for name, res in b.items():
         if not res:
-            lines.append("%-30s  (no result: see log.txt)" % name)
+            lines.extend(partial_lines(name, load("%s/bench_%s.partial.json" % (OUT, name))))
             continue
         e, f = res["step_ms"]["eager"], res["step_ms"]["fast"]
         lines.append(

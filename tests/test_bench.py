@@ -5,11 +5,12 @@ reason; the cost probe feeds workflow/scripts/predict_cost.py, one prediction pe
 import json
 import math
 import os
+import signal
 import sys
 
 import pytest
 import torch
-from conftest import REPO, densenet
+from conftest import REPO, densenet, start_densenet
 from trainlib import TINY_BENCH
 
 sys.path.insert(0, os.path.join(REPO, "workflow", "scripts"))
@@ -70,6 +71,39 @@ def test_bench_data_comparison_ran_both_sides(bench):
     assert data["torchvision"]["reason"] is None
     assert data["torchvision"]["num_workers"] == len(os.sched_getaffinity(0))
     assert "data: ours / torchvision" in stdout
+
+
+@pytest.mark.slow
+def test_a_stopped_bench_keeps_what_it_finished_apart_from_the_result(tmp_path):
+    # A lease's timeout stops a bench with SIGTERM (scripts/gpu_bench.py): the step timing it
+    # finished must survive, marked partial, and bench.json must not appear half-made.
+    out = tmp_path / "bench.json"
+    args = TINY_BENCH[: TINY_BENCH.index("--data-images")]
+    # A data comparison long enough (minutes at batch 4) that the signal lands inside it.
+    proc = start_densenet("bench", "--out", out, *args, "--data-images", "20000")
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("bench: step timing done"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest, _ = proc.communicate(timeout=120)
+    log = "".join(seen) + rest
+    assert proc.returncode == 128 + signal.SIGTERM, log
+    assert "bench: stopped by SIGTERM" in log, log
+    assert sorted(os.listdir(tmp_path)) == ["bench.partial.json"]  # no result, no temp file
+    part = json.loads((tmp_path / "bench.partial.json").read_text())
+    assert part["partial"]["stopped_by"] == "SIGTERM"
+    assert part["partial"]["finished"] == ["environ", "flags", "overlap", "steps"]
+    assert all(positive(part["steps"]["step_ms"][k]) for k in ("eager", "fast", "efficient"))
+    assert part["steps"]["agreement"]["fast_vs_eager"]["bitwise_equal"]
+    assert part["runners_built"]["setup_s"].keys() == part["steps"]["step_ms"].keys()
+    assert part["config"]["data_images"] == 20000 and "data" not in part
+
+    # A run that finishes writes the result and clears the stopped run's leftovers.
+    res = densenet("bench", "--out", tmp_path, *TINY_BENCH)  # --out DIR: DIR/bench.json
+    assert res.returncode == 0, res.stderr
+    assert sorted(os.listdir(tmp_path)) == ["bench.json"]
 
 
 def test_missing_torchvision_is_recorded_not_invented(monkeypatch):

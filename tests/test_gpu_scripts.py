@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import time
 
 import pytest
 from conftest import REPO
@@ -189,3 +190,80 @@ def test_gpu_explore_refuses_an_unknown_setting():
     assert "setting 'tf32+fast': expected fp32 or tf32, then any of +cl, +compile, +overlap" in (
         res.stderr
     )
+
+
+def load_gpu_bench():
+    sys.path.insert(0, os.path.join(REPO, "scripts"))
+    try:
+        import gpu_bench
+    finally:
+        sys.path.pop(0)
+    return gpu_bench
+
+
+# A run that takes too long: it writes a file when told to stop (as the bench writes
+# bench_X.partial.json), or ignores SIGTERM; its child sleeps on in the same process group.
+SLOW = """
+import signal, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+open(sys.argv[1] + ".child", "w").write(str(child.pid))
+def stop(signum, frame):
+    open(sys.argv[1], "w").write("partial")
+    sys.exit(128 + signum)
+signal.signal(signal.SIGTERM, stop if sys.argv[2] == "obey" else signal.SIG_IGN)
+print("started", flush=True)
+time.sleep(600)
+"""
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open("/proc/%d/stat" % pid) as f:  # a zombie has exited
+        return f.read().split(")")[-1].split()[0] != "Z"
+
+
+@pytest.mark.parametrize("mode", ["obey", "ignore"])
+def test_a_run_past_its_time_is_told_to_stop_then_killed_with_its_children(tmp_path, mode):
+    gpu_bench = load_gpu_bench()
+    script, marker = tmp_path / "slow.py", tmp_path / "partial.json"
+    script.write_text(SLOW)
+    t0 = time.time()
+    rc = gpu_bench.run([str(script), str(marker), mode], 8)  # 2 s of grace (a quarter)
+    assert time.time() - t0 < 20
+    if mode == "obey":
+        assert rc == "timeout (stopped by SIGTERM, exit 143)"
+        assert marker.read_text() == "partial"
+    else:
+        assert rc == "timeout (killed after 2 s of grace)"
+        assert not marker.exists()
+    child = int((tmp_path / "partial.json.child").read_text())
+    deadline = time.time() + 5
+    while alive(child) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not alive(child)
+    assert "started" in gpu_bench.LOG[-1] and "[ran past 8 s]" in gpu_bench.LOG[-1]
+
+
+def test_the_table_shows_a_stopped_bench_by_what_it_finished():
+    gpu_bench = load_gpu_bench()
+    stopped = {"stopped_by": "SIGTERM", "after_s": 162.0}
+    steps = {"step_ms": {"eager": 40.2, "fast": 18.7, "compiled": 16.6}}
+    lines = gpu_bench.partial_lines(
+        "compile_tf32", dict(partial=dict(stopped, finished=["steps"]), steps=steps)
+    )
+    assert (
+        lines[0].split() == "compile_tf32 (stopped by SIGTERM after 162 s; finished: steps)".split()
+    )
+    assert lines[1] == "  step ms: compiled 16.6, eager 40.2, fast 18.7"
+    built = {"setup_s": {"eager": 0.3, "fast": 0.4}}
+    lines = gpu_bench.partial_lines(
+        "compile", dict(partial=dict(stopped, finished=[]), runners_built=built)
+    )
+    assert "finished: nothing" in lines[0]
+    assert lines[1] == "  runners built (setup s): {'eager': 0.3, 'fast': 0.4}"
+    assert gpu_bench.partial_lines("fp32", None) == [
+        "fp32                            (no result: see log.txt)"
+    ]
