@@ -11,7 +11,9 @@
 # --compile stages come last in gpu_bench.py's STAGES, so the defaults leave them out; they
 # take a call of their own (session 5: train 60 s, compile 275 s, train_compile 99 s):
 #   GPU_BENCH_STAGES=train,compile,train_compile BENCH_S=520 CHECK_S=0 EXPLORE_S=0
-# and compile_tf32 another (BENCH_S=400). CHECK_S=0 / EXPLORE_S=0 leave those stages out.
+# and compile_tf32 another (BENCH_S=400; since session 7 it skips the float64 gradient check and
+# its two compiles, so it should take about half that: not yet measured). CHECK_S=0 /
+# EXPLORE_S=0 leave those stages out.
 # Session 6 (bench stages with the "fast-serial" runner beside --overlap's fast one): fp32 25 s,
 # tf32 35 s, dropout 19 s, deterministic 17 s, train_det 53 s, train + train_noise ~85 s.
 # Leaves in $OUT: gpu.tgz (every JSON, table and log; the training cells' metrics too),

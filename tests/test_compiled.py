@@ -7,6 +7,7 @@ leaves the training state alone.
 Inductor compiles DenseNet-BC-40 in ~50 s on 2 cores with a cold cache (then its on-disk cache
 serves the same graphs in seconds), so the compiling tests are slow ones."""
 
+import argparse
 import json
 import math
 
@@ -159,3 +160,26 @@ def test_the_census_keeps_convolution_kernels_and_drops_fused_elementwise_ones()
         "_BuggyConvBackwardBackward",
     ):
         assert not kernels.is_conv_kernel(name, cpu), name
+
+
+def test_precision_off_leaves_out_the_float64_check_and_says_so(monkeypatch):
+    # gpu_bench.py's compile_tf32 stage: float64 never uses TF32, so the compile stage's check
+    # covers it, and the two extra compiles would cost minutes of a lease.
+    from densenet import bench
+
+    def no_check(*args):
+        raise AssertionError("grad_precision ran under --precision off")
+
+    monkeypatch.setattr(bench, "grad_precision", no_check)
+    args = argparse.Namespace(precision="off", batch_size=4, seed=0, model="densenet-bc40-k12")
+    steps = {
+        "step_ms": {"fast": 2.0, "compiled": 1.0},
+        "setup_s": {"compiled": 3.0},
+        "memory_mb": {"compiled": 5.0},
+        "modes": {"compiled": {"mode": "eager-nosync"}},
+        "agreement": {"compiled_vs_eager": {"steps": [3, 3], "max_abs_state_diff": 0.0}},
+    }
+    c = bench.bench_compile(args, torch.device("cpu"), steps)
+    assert c["grad_precision"] == {"reason": "--precision off"}
+    assert c["precision_summary"] == "gradients against float64: not checked (--precision off)"
+    assert c["step_ms"] == {"fast": 2.0, "compiled": 1.0}
