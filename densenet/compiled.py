@@ -45,8 +45,30 @@ def support(device):
     return None
 
 
+# Compiled graphs per code object (and in all). One graph serves the whole model unless it is
+# split: the overlap's convolutions are graph breaks (overlap.py), and then each dense layer's
+# code gets one graph per input width and batch size, ~200 for densenet-bc100-k12 where
+# torch's default limit of 8 would run every layer past the 8th eagerly.
+RECOMPILE_LIMIT = 1024
+
+
+def _allow_one_graph_per_layer():
+    import torch._dynamo  # loaded lazily by some torch versions
+
+    config = torch._dynamo.config
+    for name in (
+        "recompile_limit",
+        "cache_size_limit",
+        "accumulated_recompile_limit",
+        "accumulated_cache_size_limit",
+    ):  # the names differ across torch versions; some are aliases of others
+        if getattr(config, name, RECOMPILE_LIMIT) < RECOMPILE_LIMIT:
+            setattr(config, name, RECOMPILE_LIMIT)
+
+
 def compile_model(model):
     """The compiled callable of `model` (the training step calls it; nothing compiles yet)."""
+    _allow_one_graph_per_layer()
     return torch.compile(model, dynamic=False)
 
 

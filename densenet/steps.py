@@ -195,8 +195,9 @@ def make_step(model, optimizer, acc, device, fast, optimizer_name, log=None, ove
     """The step object for this run; returns (step, why) where why explains a fallback.
 
     overlap: for the CUDA-graph step, route the convolutions' weight gradients through a side
-    stream (densenet/overlap.py; this installs into `model`, which must be the plain module,
-    not a compiled one). ``step.overlap`` says whether it is in effect."""
+    stream (densenet/overlap.py; this installs into `model`'s convolutions, which a compiled
+    wrapper's modules() reaches too: each then becomes a graph break, which the trainer does
+    not use yet). ``step.overlap`` says whether it is in effect."""
     if not fast:
         step, why = EagerStep(model, optimizer, acc, sync=True), None
     else:

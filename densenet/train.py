@@ -299,8 +299,9 @@ def run(cfg, log=print):
     # The step trains through the compiled callable; it shares the model's parameters and
     # buffers, and evaluation and checkpoints use the plain model.
     fn = compiled.compile_model(model) if cfg.get("compile") == "on" else model
-    # The weight-gradient stream installs into the plain model's convolutions; dynamo would
-    # break its graph at each of them, so not under --compile (densenet/overlap.py).
+    # The weight-gradient stream installs into the plain model's convolutions. Under --compile
+    # each of them would split the compiled model into per-layer graphs: not until a GPU has
+    # timed that against the whole-model graph (densenet/overlap.py).
     overlap = cfg.get("overlap", "on") == "on" and cfg.get("compile") != "on"
     step, why = make_step(
         fn, optimizer, acc, device, cfg["fast"] == "on", cfg["optimizer"], log=note, overlap=overlap

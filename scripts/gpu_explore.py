@@ -9,7 +9,9 @@ memory and the top kernels of one profiled step (which cuDNN engines ran). A set
 
     +cl        channels_last tensors (cuDNN may pick NHWC kernels)
     +compile   torch.compile (inductor fuses BN/ReLU/cat copies; convolutions stay cuDNN)
-    +overlap   convolution weight gradients on a side stream (densenet/overlap.py)
+    +overlap   convolution weight gradients on a side stream (densenet/overlap.py); with
+               +compile, each convolution is a graph break and inductor compiles the layers
+               between them (one graph per layer width), the trainer does not do this yet
 
 --limit sets torch.backends.cudnn.benchmark_limit, how many cuDNN engine configs autotuning
 times per convolution (torch's default 10; 0 = all). cuDNN caches the chosen engine per

@@ -7,13 +7,14 @@ side stream keeps the bits is checked on the GPU (bench's fast_vs_serial, BENCHM
 
 import copy
 
+import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from densenet import overlap, train
+from densenet import compiled, overlap, train
 from densenet.canary import NoncontigGradConv2d
-from densenet.models import build_model
+from densenet.models import DenseNet, build_model
 from densenet.steps import Accumulator, EagerStep, make_step
 
 CPU = torch.device("cpu")
@@ -116,3 +117,30 @@ def test_a_torch_without_step_pre_hooks_gets_no_overlap():
 def test_overlap_does_not_change_a_cells_identity():
     cfg = {"model": "densenet-bc40-k12", "out": "x", "overlap": "on"}
     assert train.resume_key(cfg) == train.resume_key(dict(cfg, overlap="off"))
+
+
+@pytest.mark.slow
+def test_under_torch_compile_each_routed_convolution_is_a_declared_graph_break():
+    # scripts/gpu_explore.py's +compile+overlap: dynamo compiles the code between two
+    # convolutions, one graph per layer width (9 here, past torch's default limit of 8, which
+    # would run the rest eagerly), and leaves each convolution with its split backward to
+    # eager autograd; the gradients stay eager's. ~45 s with a cold inductor cache.
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    plain = DenseNet(22, 4, True).double()  # 3 layers per block, growth 4: quick to compile
+    routed = copy.deepcopy(plain)
+    assert overlap.install(routed, torch.optim.SGD(routed.parameters(), lr=0.1), CPU) == 21
+    x, y = batch()
+    want = grads(plain, x.double(), y)
+    got = grads(compiled.compile_model(routed), x.double(), y)
+    for a, b in zip(got, want):
+        assert float((a - b).norm() / b.norm()) < 1e-12  # float64: reordered sums only
+    breaks = counters["graph_break"]
+    assert breaks and all("torch.compiler.disable" in reason for reason in breaks), breaks
+    assert not counters["unimplemented"], dict(counters["unimplemented"])  # e.g. the limit
+    assert counters["frames"]["ok"] == counters["frames"]["total"] > 21
+    torch._dynamo.reset()
