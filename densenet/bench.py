@@ -562,6 +562,8 @@ def run_stoppable(args, log, path):
     try:
         return run_bench(args, log, done), 0
     except (Stopped, KeyboardInterrupt) as exc:
+        if own:  # a second SIGTERM must not cut the partial file's write short
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signum = signal.SIGTERM if isinstance(exc, Stopped) else signal.SIGINT
         stopped = {
             "stopped_by": signal.Signals(signum).name,

@@ -20,9 +20,9 @@ optimizer step pre-hook). The trainer installs it only for the CUDA-graph step (
 where the whole step, side stream included, is one captured graph, and not under --compile:
 there every routed convolution splits the compiled model into per-layer graphs (_eager_only
 below), which is correct (tests/test_overlap.py) but not yet timed on a GPU against the
-whole-model graph (scripts/gpu_explore.py +compile+overlap). Subclasses of Conv2d (the canary) keep
-their own backward. On the CPU there is no second stream: the same split backward runs in
-order, which is how the tests check the gradients.
+whole-model graph (scripts/gpu_explore.py +compile+overlap). Subclasses of Conv2d (the
+canary) keep their own backward. On the CPU there is no second stream: the same split
+backward runs in order, which is how the tests check the gradients.
 """
 
 import functools

@@ -194,7 +194,7 @@ def main():
         # torch.compile'd fast step against the plain one, and its gradients against float64.
         "compile": ["--compile", "on", "--steps", "40"] + small,
         # No float64 gradient check: float64 never uses TF32, so the "compile" stage's check
-        # covers this one, and leaving out its two compiles halves the stage (~275 s cold).
+        # covers this one; its two compiles were a large part of session 5's ~275 s (cold).
         "compile_tf32": ["--compile", "on", "--tf32", "on", "--steps", "40", "--profile", "off"]
         + ["--precision", "off"]
         + small,
