@@ -101,14 +101,20 @@ def _eager_only(fn):
     its recompile limit for that) and runs each convolution, split backward and side stream
     included, as in eager: every tensor the side stream reads is then a graph's output or an
     eager tensor, which the caching allocator protects with record_stream, never a buffer that
-    inductor reuses inside a graph. Outside torch.compile the wrapper changes nothing."""
+    inductor reuses inside a graph. Outside torch.compile the wrapper changes nothing. Made
+    when install() first runs, not at import: torch.compiler.disable imports dynamo (~1 s)."""
     disable = getattr(getattr(torch, "compiler", None), "disable", None)
     return disable(fn) if disable is not None else fn
 
 
-@_eager_only
 def _forward(conv, side, x):
     return _Conv2d.apply(x, conv.weight, conv.bias, conv, side)
+
+
+@functools.lru_cache(maxsize=None)
+def _routed_forward():
+    """_forward behind _eager_only, made on first use."""
+    return _eager_only(_forward)
 
 
 def install(model, optimizer, device):
@@ -121,7 +127,7 @@ def install(model, optimizer, device):
     routed = 0
     for m in model.modules():
         if type(m) is nn.Conv2d and m.padding_mode == "zeros":
-            m.forward = functools.partial(_forward, m, side)
+            m.forward = functools.partial(_routed_forward(), m, side)
             routed += 1
     if routed:
         optimizer.register_step_pre_hook(side.join)
