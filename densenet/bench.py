@@ -33,6 +33,7 @@ from .databench import available_cores, bench_data
 from .gradcheck import make_batch as make_grad_batch
 from .kernels import profile_rows, profiler_activities
 from .models import build_model
+from .overlap import wanted as overlap_wanted
 from .steps import Accumulator, make_step
 from .timing import PeakMemory, summarize, time_calls
 from .train import OPTIMIZERS, make_optimizer, resolve_device
@@ -200,7 +201,7 @@ class Runner(object):
         self.acc = Accumulator(device)
         fn = compile_model(self.model) if compiled else self.model
         if overlap is None:
-            overlap = getattr(args, "overlap", "on") == "on" and not compiled
+            overlap = overlap_wanted(args.overlap, compiled)
         self.step, self.why = make_step(
             fn, self.optimizer, self.acc, device, fast, optimizer, log=log, overlap=overlap
         )
@@ -347,7 +348,7 @@ def bench_compile(args, device, steps):
     why = compile_support(device)
     if why:
         return {"reason": why}
-    if getattr(args, "precision", "on") == "on":
+    if args.precision == "on":
         x, y = make_grad_batch(args.batch_size, device)  # fixed real-looking images
         torch.manual_seed(args.seed)
         model = build_model(args.model).to(device)
@@ -381,9 +382,12 @@ def run_bench(args, log, done=None):
     """The whole bench; `done` (a dict) collects each finished section as it finishes, for
     main() to write if a signal stops the run."""
     done = {} if done is None else done
+    done["config"] = config = {k: v for k, v in vars(args).items() if k not in ("command",)}
     device, flags = setup(args)
+    config.update(device=device.type, cores=available_cores())
     done.update(flags=flags, environ=envinfo.environ(args.image_ref))
     x, y, mean, std, identity = load_images(args, args.data_images)
+    config["dataset_identity"] = identity
     batches = make_batches(x, y, mean, std, device, args.batch_size, 4, args.seed)
     steps = bench_steps(args, device, batches, log, done)
     done.update(steps=steps, overlap=overlap_section(args, steps))
@@ -404,8 +408,6 @@ def run_bench(args, log, done=None):
         seed=args.seed,
         workers=args.num_workers,
     )
-    config = {k: v for k, v in vars(args).items() if k not in ("command",)}
-    config.update(device=device.type, dataset_identity=identity, cores=available_cores())
     return {
         "step_ms": {"eager": steps["step_ms"]["eager"], "fast": steps["step_ms"]["fast"]},
         "data_img_s": {"ours": pipe["ours"]["img_s"], "torchvision": pipe["torchvision"]["img_s"]},
@@ -568,11 +570,10 @@ def run_stoppable(args, log, path):
         stopped = {
             "stopped_by": signal.Signals(signum).name,
             "after_s": round(time.time() - t0, 1),
-            "finished": sorted(k for k in done if k != "runners_built"),
+            "finished": sorted(k for k in done if k not in ("runners_built", "config")),
             "note": "not a finished bench: only the sections named in `finished` are whole",
         }
-        config = {k: v for k, v in vars(args).items() if k not in ("command",)}
-        atomic.write_json(partial_path(path), dict(done, partial=stopped, config=config))
+        atomic.write_json(partial_path(path), dict(done, partial=stopped))
         log(
             "bench: stopped by %s after %.0f s; finished %s written to %s"
             % (stopped["stopped_by"], stopped["after_s"], stopped["finished"], partial_path(path))

@@ -17,11 +17,11 @@ step under --deterministic on and with cuDNN off; +2.7% peak memory.
 What changes: autograd no longer accumulates the weight (and bias) gradients; the side stream
 writes `.grad` itself, and `join()` must run before anything reads them (`install` makes it an
 optimizer step pre-hook). The trainer installs it only for the CUDA-graph step (steps.py),
-where the whole step, side stream included, is one captured graph, and not under --compile:
-there every routed convolution splits the compiled model into per-layer graphs (_eager_only
-below), which is correct (tests/test_overlap.py) but not yet timed on a GPU against the
-whole-model graph (scripts/gpu_explore.py +compile+overlap). Subclasses of Conv2d (the
-canary) keep their own backward. On the CPU there is no second stream: the same split
+where the whole step, side stream included, is one captured graph, and not under --compile
+(`wanted`): there every routed convolution splits the compiled model into per-layer graphs
+(_routed_forward), which is correct (tests/test_overlap.py) but not yet timed on a GPU
+against the whole-model graph (scripts/gpu_explore.py +compile+overlap). Subclasses of
+Conv2d (the canary) keep their own backward. On the CPU there is no second stream: the same split
 backward runs in order, which is how the tests check the gradients.
 """
 
@@ -93,28 +93,32 @@ def _param_grads(grads, weight, bias):
         _accumulate(bias, grads[2])
 
 
-def _eager_only(fn):
-    """Under torch.compile, a graph break at each routed convolution, on purpose: dynamo would
-    otherwise trace _Conv2d, whose backward writes `.grad` on another stream, and break its
-    graph there anyway, messily. With the break declared, dynamo compiles the code between two
-    convolutions (BN, ReLU, concatenation) into one graph per layer width (compiled.py raises
-    its recompile limit for that) and runs each convolution, split backward and side stream
-    included, as in eager: every tensor the side stream reads is then a graph's output or an
-    eager tensor, which the caching allocator protects with record_stream, never a buffer that
-    inductor reuses inside a graph. Outside torch.compile the wrapper changes nothing. Made
-    when install() first runs, not at import: torch.compiler.disable imports dynamo (~1 s)."""
+@functools.lru_cache(maxsize=None)
+def _routed_forward():
+    """_forward as install() routes it: under torch.compile, a graph break at each routed
+    convolution, on purpose. Dynamo would otherwise trace _Conv2d, whose backward writes
+    `.grad` on another stream, and break its graph there anyway, messily. With the break
+    declared, dynamo compiles the code between two convolutions (BN, ReLU, concatenation) into
+    one graph per layer width (compiled.py raises its recompile limit for that) and runs each
+    convolution, split backward and side stream included, as in eager: every tensor the side
+    stream reads is then a graph's output or an eager tensor, which the caching allocator
+    protects with record_stream, never a buffer that inductor reuses inside a graph. Outside
+    torch.compile the wrapper changes nothing. Made when install() first runs, not at import:
+    torch.compiler.disable imports dynamo (~1 s)."""
     disable = getattr(getattr(torch, "compiler", None), "disable", None)
-    return disable(fn) if disable is not None else fn
+    return disable(_forward) if disable is not None else _forward
 
 
 def _forward(conv, side, x):
     return _Conv2d.apply(x, conv.weight, conv.bias, conv, side)
 
 
-@functools.lru_cache(maxsize=None)
-def _routed_forward():
-    """_forward behind _eager_only, made on first use."""
-    return _eager_only(_forward)
+def wanted(option, compiled):
+    """Whether a run should install the overlap: `--overlap on`, and not under --compile, where
+    each routed convolution splits the compiled model into per-layer graphs (_routed_forward),
+    correct but not yet timed on a GPU against the whole-model graph. The one place that rule
+    lives (train.py, bench.py)."""
+    return option == "on" and not compiled
 
 
 def install(model, optimizer, device):

@@ -22,6 +22,7 @@ import torch
 from . import atomic, checkpoint, compiled, data, envinfo, kernels, numerics
 from .augment import Normalizer, augment
 from .models import build_model
+from .overlap import wanted as overlap_wanted
 from .steps import Accumulator, evaluate, make_step
 from .syncs import HostSyncCounter
 
@@ -299,10 +300,8 @@ def run(cfg, log=print):
     # The step trains through the compiled callable; it shares the model's parameters and
     # buffers, and evaluation and checkpoints use the plain model.
     fn = compiled.compile_model(model) if cfg.get("compile") == "on" else model
-    # The weight-gradient stream installs into the plain model's convolutions. Under --compile
-    # each of them would split the compiled model into per-layer graphs: not until a GPU has
-    # timed that against the whole-model graph (densenet/overlap.py).
-    overlap = cfg.get("overlap", "on") == "on" and cfg.get("compile") != "on"
+    # The weight-gradient stream installs into the plain model's convolutions.
+    overlap = overlap_wanted(cfg.get("overlap", "on"), cfg.get("compile") == "on")
     step, why = make_step(
         fn, optimizer, acc, device, cfg["fast"] == "on", cfg["optimizer"], log=note, overlap=overlap
     )
