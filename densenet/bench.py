@@ -30,6 +30,7 @@ from .compiled import compile_model, grad_precision
 from .compiled import describe as describe_precision
 from .compiled import support as compile_support
 from .databench import available_cores, bench_data
+from .feed import epoch_batches
 from .gradcheck import make_batch as make_grad_batch
 from .kernels import profile_rows, profiler_activities
 from .models import build_model
@@ -49,6 +50,10 @@ RUNNERS = (
 )
 COMPILED = ("compiled", True, False, True)
 SERIAL = ("fast-serial", True, False, False)
+# The fast step fed by the training loop's own batch code (densenet/feed.py: index the
+# device-held uint8 set, augment) instead of prepared batches: the other side of "is the
+# augmentation visible in the step time".
+FED = ("fast-fed", True, False, False)
 
 
 def add_arguments(p):
@@ -147,6 +152,13 @@ def add_arguments(p):
         help="with --compile on: the gradient check against float64 (two more compiles, "
         "minutes on a cold cache; it does not depend on TF32, which float64 never uses)",
     )
+    p.add_argument(
+        "--feed",
+        choices=("on", "off"),
+        default="on",
+        help="also time the fast step fed by the training loop (index + augment, "
+        "densenet/feed.py) against prepared batches: one more runner (its memory too)",
+    )
     from .cli import add_overlap
 
     add_overlap(p)
@@ -205,12 +217,34 @@ class Runner(object):
         self.step, self.why = make_step(
             fn, self.optimizer, self.acc, device, fast, optimizer, log=log, overlap=overlap
         )
+        self.batch_size = args.batch_size
+        self.fed = None
         self.done = 0
 
     def __call__(self, batches):
-        x, y = batches[self.done % len(batches)]
+        if self.fed is not None:
+            x, y = next(self.fed)
+        else:
+            x, y = batches[self.done % len(batches)]
         self.step(x, y)
         self.done += 1
+
+    def feed(self, images, normalize, seed, order):
+        """Take batches from the training loop's code (feed.py) instead of the shared ones:
+        epoch after epoch of `images` (uint8 on the device, whole batches only, so that no
+        partial batch makes the CUDA-graph step capture a second graph inside the timings)."""
+        x, y = images
+        gen = torch.Generator(device=x.device)
+        gen.manual_seed(seed)
+        bs = self.batch_size
+
+        def batches():
+            while True:
+                for b in epoch_batches(x, y, bs, normalize, gen, True, order):
+                    yield b
+
+        self.fed = batches()
+        return self
 
     def record(self):
         return {
@@ -250,9 +284,10 @@ def profile_step(runner, batches, device, top=12):
     }
 
 
-def bench_steps(args, device, batches, log, done=None):
+def bench_steps(args, device, batches, log, done=None, feed=None):
     """Memory per runner (while it is built and warmed up), then interleaved timing rounds.
-    `done` (a dict) gets the runners' setup times and memory as each runner is built."""
+    `done` (a dict) gets the runners' setup times and memory as each runner is built; `feed`
+    ((images, labels) on the device, normalizer), where given, feeds the fast-fed runner."""
     warmup = args.warmup or (6 if device.type == "cuda" else 2)
     probe = PeakMemory(device)
     probe.start()  # on CPU this also sets up the allocator for the measurements
@@ -267,6 +302,8 @@ def bench_steps(args, device, batches, log, done=None):
         extra.append(COMPILED)
     if args.overlap == "on":
         extra.append(SERIAL)
+    if feed is not None:
+        extra.append(FED)
     for name, fast, efficient, compiled in RUNNERS + tuple(extra):
         # The serial runner only where the fast runner has the overlap in effect (not where
         # this device should allow it: torch < 2.0 has the graph step but not the overlap).
@@ -278,6 +315,8 @@ def bench_steps(args, device, batches, log, done=None):
         r = Runner(
             name, args.model, fast, efficient, device, args, log, compiled=compiled, overlap=overlap
         )
+        if name == FED[0]:
+            r.feed(feed[0], feed[1], args.seed, args.augment_order)
         for _ in range(warmup):
             r(batches)
         if device.type == "cuda":
@@ -342,6 +381,19 @@ def overlap_section(args, steps):
     }
 
 
+def feed_section(args, steps, images):
+    """The fast step fed by the training loop (index + augment, feed.py) against the same step
+    on prepared batches, same process, same rounds: what feeding adds to a training step."""
+    if FED[0] not in steps["step_ms"]:
+        return {"reason": "--feed off" if args.feed == "off" else "--data-images < --batch-size"}
+    prepared, fed = steps["step_ms"]["fast"], steps["step_ms"][FED[0]]
+    return {
+        "step_ms": {"prepared": prepared, "fed": fed},
+        "visible_pct": 100.0 * (fed / prepared - 1.0),
+        "images": images,
+    }
+
+
 def bench_compile(args, device, steps):
     """--compile on: the compiled fast step against the plain one (same process, same rounds)
     and its gradients against float64 (densenet/compiled.py)."""
@@ -389,8 +441,14 @@ def run_bench(args, log, done=None):
     x, y, mean, std, identity = load_images(args, args.data_images)
     config["dataset_identity"] = identity
     batches = make_batches(x, y, mean, std, device, args.batch_size, 4, args.seed)
-    steps = bench_steps(args, device, batches, log, done)
-    done.update(steps=steps, overlap=overlap_section(args, steps))
+    whole = (x.shape[0] // args.batch_size) * args.batch_size  # images in whole batches
+    feed = None
+    if whole and args.feed == "on":
+        feed = ((x[:whole].to(device), y[:whole].to(device)), Normalizer(mean, std, device))
+    steps = bench_steps(args, device, batches, log, done, feed=feed)
+    done.update(
+        steps=steps, overlap=overlap_section(args, steps), feed=feed_section(args, steps, whole)
+    )
     log("bench: step timing done")
     compiled = bench_compile(args, device, steps) if args.compile == "on" else None
     if compiled is not None:
@@ -424,6 +482,7 @@ def run_bench(args, log, done=None):
         },
         "compile": compiled,
         "overlap": done["overlap"],
+        "feed": done["feed"],
         "steps": steps,
         "data": pipe,
         "flags": flags,
@@ -486,6 +545,7 @@ def table(res):
         "fast vs eager after %d steps: bitwise equal %s, max |diff| %.3g"
         % (ag["steps"][0], ag["bitwise_equal"], ag["max_abs_state_diff"])
     )
+    lines.extend(feed_lines(res.get("feed"), row))
     lines.extend(overlap_lines(res.get("overlap"), row))
     lines.extend(compile_lines(res.get("compile"), row))
     for name, rec in s["modes"].items():
@@ -495,6 +555,14 @@ def table(res):
                 % (name, rec["mode"], rec["fallback"] or rec["why_not_graph"])
             )
     return "\n".join(lines)
+
+
+def feed_lines(f, row):
+    """The fast step fed by the training loop against prepared batches (none without it)."""
+    if not f or "reason" in f:
+        return []
+    row("step: fed by the loop / prepared", f["step_ms"]["fed"], f["step_ms"]["prepared"], "ms")
+    return ["feeding (index + augment, feed.py) adds %+.1f%% to the fast step" % f["visible_pct"]]
 
 
 def overlap_lines(o, row):

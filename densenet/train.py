@@ -20,7 +20,8 @@ import time
 import torch
 
 from . import atomic, checkpoint, compiled, data, envinfo, kernels, numerics
-from .augment import Normalizer, augment
+from .augment import Normalizer
+from .feed import epoch_batches
 from .models import build_model
 from .overlap import wanted as overlap_wanted
 from .steps import Accumulator, evaluate, make_step
@@ -308,6 +309,7 @@ def run(cfg, log=print):
     if why:
         note("fast path: %s; using %s" % (why, step.mode))
     n, bs = y_train.shape[0], cfg["batch_size"]
+    aug, order = cfg["augment"] == "on", cfg["augment_order"]
     # Host syncs torch reports inside each epoch's training loop (CUDA only; see syncs.py):
     # the eager step makes one per step, the fast step none once its graphs are captured.
     host_syncs = []
@@ -329,16 +331,8 @@ def run(cfg, log=print):
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         with HostSyncCounter(device) as syncs:
-            perm = torch.randperm(n, generator=gen, device=device)
-            for i in range(0, n, bs):
-                idx = perm[i : i + bs]
-                xb = x_train[idx]
-                xb = (
-                    augment(xb, normalize, gen, cfg["augment_order"])
-                    if cfg["augment"] == "on"
-                    else normalize(xb)
-                )
-                step(xb, y_train[idx])
+            for xb, yb in epoch_batches(x_train, y_train, bs, normalize, gen, aug, order):
+                step(xb, yb)
         host_syncs.append(syncs.count)
         train_loss, train_err = acc.read()  # syncs: the timed region ends on finished work
         epoch_s = time.perf_counter() - t0

@@ -6,7 +6,8 @@ with the machine's own python3/torch (no Docker there):
   1. build CIFAR-10 (cifar10-jpeg75) from the carried JPEG bundle (~20 s; needs numpy, Pillow)
   2. bench densenet-bc100-k12, batch 64: fp32 (TF32 off), cuDNN on -- eager vs CUDA graph
      (with --overlap's weight-gradient stream, and without it: "fast-serial"), efficient mode
-     time and memory, data pipeline vs a torchvision DataLoader (all cores)
+     time and memory, the fast step fed by the training loop (index + augment) against
+     prepared batches, data pipeline vs a torchvision DataLoader (all cores)
   3. the same with TF32 on (data pipeline shrunk: it does not change)
   4. train 4 epochs of 5,000 images with --fast off and on (the lr drops at epochs 3 and 4, the
      partial last batch is captured in epoch 4): per-epoch losses must agree to fp32 noise,
@@ -184,19 +185,19 @@ def main():
     runs = {
         "fp32": ["--tf32", "off", "--steps", "60"] + full,
         "tf32": ["--tf32", "on", "--steps", "60"] + small,
-        "cudnn_off": ["--cudnn", "off", "--steps", "12", "--rounds", "3"] + small,
+        "cudnn_off": ["--cudnn", "off", "--steps", "12", "--rounds", "3", "--feed", "off"] + small,
         # cuDNN's deterministic algorithms, no autotuning: fast must then equal eager bitwise.
         "deterministic": ["--deterministic", "on", "--steps", "20", "--profile", "off"] + small,
         # A large config, for efficient mode's memory saving and overhead.
         "big": ["--model", BIG, "--steps", "6", "--rounds", "2", "--warmup", "4"]
-        + ["--profile", "off"]
+        + ["--profile", "off", "--feed", "off"]  # each runner holds ~21 GB: H100s have 80
         + small,
         # torch.compile'd fast step against the plain one, and its gradients against float64.
-        "compile": ["--compile", "on", "--steps", "40"] + small,
+        "compile": ["--compile", "on", "--steps", "40", "--feed", "off"] + small,
         # No float64 gradient check: float64 never uses TF32, so the "compile" stage's check
         # covers this one; its two compiles were a large part of session 5's ~275 s (cold).
         "compile_tf32": ["--compile", "on", "--tf32", "on", "--steps", "40", "--profile", "off"]
-        + ["--precision", "off"]
+        + ["--precision", "off", "--feed", "off"]
         + small,
     }
     if DRY:
@@ -335,6 +336,18 @@ def compare(a, b):
         # The CSV holds repr(float): equal text is the same float64.
         "losses_bitwise_equal": all(r[c] == q[c] for r, q in zip(a, b) for c in cols),
     }
+
+
+def feed_lines(f):
+    """The bench's feed section: the fast step fed by the training loop (index + augment) against
+    the same step on prepared batches; the target is that feeding never shows."""
+    if not f or "reason" in f:
+        return []
+    return [
+        "  fast step ms on prepared batches %s, fed by the loop %s: feeding adds %+.1f%% "
+        "(target: never visible)"
+        % (fmt(f["step_ms"]["prepared"]), fmt(f["step_ms"]["fed"]), f["visible_pct"])
+    ]
 
 
 def overlap_lines(o):
@@ -480,6 +493,7 @@ def table(check):
                 ag["efficient_vs_fast"]["bitwise_equal"],
             )
         )
+        lines.extend(feed_lines(res.get("feed")))
         lines.extend(overlap_lines(res.get("overlap")))
         lines.extend(compile_lines(res.get("compile")))
     if b["fp32"]:

@@ -34,7 +34,7 @@ def bench(tmp_path_factory):
 
 @pytest.mark.slow
 def test_bench_json_holds_both_sides_of_each_ratio(bench):
-    res, _ = bench
+    res, stdout = bench
     for pair in (
         res["step_ms"],
         res["data_img_s"],
@@ -50,6 +50,13 @@ def test_bench_json_holds_both_sides_of_each_ratio(bench):
     assert res["overlap"] == {"reason": "no CUDA-graph step here"}
     assert "fast-serial" not in res["steps"]["step_ms"]
     assert res["steps"]["modes"]["fast"]["weight_grad_stream"] is False
+    # The fast step fed by the training loop (feed.py) against prepared batches.
+    feed = res["feed"]
+    assert feed["images"] == 256 and all(positive(v) for v in feed["step_ms"].values()), feed
+    assert feed["step_ms"]["prepared"] == res["step_ms"]["fast"]
+    assert feed["step_ms"]["fed"] == res["steps"]["step_ms"]["fast-fed"]
+    assert res["steps"]["modes"]["fast-fed"]["mode"] == "eager-nosync"
+    assert "step: fed by the loop / prepared" in stdout
 
 
 @pytest.mark.slow
@@ -94,7 +101,7 @@ def test_a_stopped_bench_keeps_what_it_finished_apart_from_the_result(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["bench.partial.json"]  # no result, no temp file
     part = json.loads((tmp_path / "bench.partial.json").read_text())
     assert part["partial"]["stopped_by"] == "SIGTERM"
-    assert part["partial"]["finished"] == ["environ", "flags", "overlap", "steps"]
+    assert part["partial"]["finished"] == ["environ", "feed", "flags", "overlap", "steps"]
     assert all(positive(part["steps"]["step_ms"][k]) for k in ("eager", "fast", "efficient"))
     assert part["steps"]["agreement"]["fast_vs_eager"]["bitwise_equal"]
     assert part["runners_built"]["setup_s"].keys() == part["steps"]["step_ms"].keys()
@@ -288,3 +295,15 @@ def test_probe_args_cover_the_models_and_optimizers_of_the_environment():
         "--env-id",
         "e1",
     ]
+
+
+def test_the_feed_section_says_why_it_was_not_measured():
+    from argparse import Namespace
+
+    from densenet.bench import feed_section
+
+    steps = {"step_ms": {"eager": 2.0, "fast": 1.0}}  # no fast-fed runner was built
+    assert feed_section(Namespace(feed="off"), steps, 0) == {"reason": "--feed off"}
+    assert feed_section(Namespace(feed="on"), steps, 0) == {
+        "reason": "--data-images < --batch-size"
+    }
