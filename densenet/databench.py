@@ -13,7 +13,8 @@ import os
 
 import torch
 
-from .augment import Normalizer, augment
+from .augment import Normalizer
+from .feed import epoch_batches
 from .timing import summarize, sync
 
 
@@ -25,16 +26,13 @@ def available_cores():
 
 
 def ours_epoch(x, y, normalize, batch_size, generator, order):
-    """One shuffled pass of whole-batch augmentation; returns seconds."""
+    """One epoch of the training loop's own batches (feed.py); returns seconds."""
     import time
 
     sync(x.device)
     t0 = time.perf_counter()
-    perm = torch.randperm(x.shape[0], generator=generator, device=x.device)
-    for i in range(0, x.shape[0], batch_size):
-        idx = perm[i : i + batch_size]
-        augment(x[idx], normalize, generator, order)
-        y[idx]
+    for _ in epoch_batches(x, y, batch_size, normalize, generator, True, order):
+        pass
     sync(x.device)
     return time.perf_counter() - t0
 
@@ -115,7 +113,8 @@ def bench_data(
             "img_s": summarize(ours)["median"],
             "rounds_img_s": ours,
             "order": order,
-            "what": "augment.py on whole batches from the %s-resident uint8 tensor" % device.type,
+            "what": "feed.py (augment.py on whole batches) from the %s-resident uint8 tensor"
+            % device.type,
         },
         "torchvision": {
             "img_s": summarize(tv)["median"],

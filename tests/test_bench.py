@@ -50,13 +50,15 @@ def test_bench_json_holds_both_sides_of_each_ratio(bench):
     assert res["overlap"] == {"reason": "no CUDA-graph step here"}
     assert "fast-serial" not in res["steps"]["step_ms"]
     assert res["steps"]["modes"]["fast"]["weight_grad_stream"] is False
-    # The fast step fed by the training loop (feed.py) against prepared batches.
+    # The fast step with the training loop's feeding (feed.py) in front of it, against the
+    # step alone: the same batches, so the same weights after the same steps.
     feed = res["feed"]
+    assert feed["agreement"]["bitwise_equal"] and feed["agreement"]["steps"] == [3, 3], feed
     assert feed["images"] == 256 and all(positive(v) for v in feed["step_ms"].values()), feed
     assert feed["step_ms"]["prepared"] == res["step_ms"]["fast"]
     assert feed["step_ms"]["fed"] == res["steps"]["step_ms"]["fast-fed"]
     assert res["steps"]["modes"]["fast-fed"]["mode"] == "eager-nosync"
-    assert "step: fed by the loop / prepared" in stdout
+    assert "step: fed / prepared batches" in stdout
 
 
 @pytest.mark.slow

@@ -55,9 +55,10 @@ def test_gpu_all_dry_run_completes_every_stage_and_packs_its_results(tmp_path):
     assert "eager vs a second eager run: max |train loss diff| 0," in table
     assert table.count("fast vs eager 0 (bitwise True), efficient vs fast 0 (bitwise True)") == 7
     assert table.count("compiled step ms") == 2  # fp32 and TF32 (a no-op on the CPU)
-    # The fast step fed by the training loop, where the stage asks for it (not in big,
+    # The fast step with the training loop's feeding, where the stage asks for it (not in big,
     # cudnn_off and the compile stages: memory and time go to what those stages measure).
-    assert table.count("fed by the loop") == 3
+    assert table.count("with the loop's feeding") == 3
+    assert table.count("(target: never visible); bitwise equal True") == 3
     assert "train 4 epochs, eager vs fast + compile: max |train loss diff|" in table
     for name in ("fp32", "tf32", "cudnn_off", "deterministic", "big"):
         bench = json.loads((got / "bench" / ("bench_%s.json" % name)).read_text())
