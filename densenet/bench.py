@@ -1,10 +1,11 @@
 """`python -m densenet bench`: both sides of every speed ratio, measured in one run.
 
 Sections follow the order of execution: numerics flags, data (a uint8 set held on the device),
-step runners (eager reference, fast step, fast step in efficient mode; same initial weights,
-same batches in the same order), memory per runner while it warms up, interleaved timing
-rounds, the fast-vs-eager agreement check, one profiled step, the data pipeline against the
-torchvision baseline, then JSON (atomic) and a table. `--probe` instead writes a short timing
+step runners (eager reference, fast step, fast step in efficient mode, fast step with the
+training loop's feeding in front of it; same initial weights, same batches in the same order),
+memory per runner while it warms up, interleaved timing rounds, the fast-vs-eager agreement
+check, one profiled step, the data pipeline against the torchvision baseline, then JSON
+(atomic) and a table (densenet/bench_table.py). `--probe` instead writes a short timing
 probe per model for cost prediction (densenet/probe.py).
 
 A bench stopped by SIGTERM or SIGINT (a lease's timeout, say: a cold `--compile on` bench takes
