@@ -136,11 +136,11 @@ def _kill_write(name, nth, phase):
     return install
 
 
-def _kill_call(attr, nth):
+def _kill_call(attr, nth, module="train"):
     def install():
-        from densenet import train
+        import importlib
 
-        kill_on_call(train, attr, nth)
+        kill_on_call(importlib.import_module("densenet." + module), attr, nth)
 
     return install
 
@@ -154,7 +154,7 @@ KILL_POSITIONS = {
     ),
     "epoch1-mid-training": (
         "before the 3rd of 5 training steps of epoch 1",
-        _kill_call("augment", 3),
+        _kill_call("augment", 3, module="feed"),  # the training loop's batches (feed.py)
     ),
     "epoch2-evaluation": ("at the start of epoch 2's evaluation", _kill_call("evaluate", 2)),
     "epoch2-checkpoint-write": (
