@@ -219,7 +219,6 @@ class Runner(object):
         self.step, self.why = make_step(
             fn, self.optimizer, self.acc, device, fast, optimizer, log=log, overlap=overlap
         )
-        self.batch_size = args.batch_size
         self.fed = None
         self.done = 0
 
@@ -233,14 +232,13 @@ class Runner(object):
         self.step(x, y)
         self.done += 1
 
-    def feed(self, images, normalize, seed, order):
+    def feed(self, images, normalize, bs, seed, order):
         """Make a batch with the training loop's code (feed.py) before every step: epoch after
         epoch of `images` (uint8 on the device, whole batches: the fed runner's epochs match
         a training run's, but for the partial batch)."""
         x, y = images
         gen = torch.Generator(device=x.device)
         gen.manual_seed(seed)
-        bs = self.batch_size
 
         def batches():
             while True:
@@ -320,7 +318,7 @@ def bench_steps(args, device, batches, log, done=None, feed=None):
             name, args.model, fast, efficient, device, args, log, compiled=compiled, overlap=overlap
         )
         if name == FED[0]:
-            r.feed(feed[0], feed[1], args.seed, args.augment_order)
+            r.feed(feed[0], feed[1], args.batch_size, args.seed, args.augment_order)
         for _ in range(warmup):
             r(batches)
         if device.type == "cuda":
@@ -448,11 +446,12 @@ def run_bench(args, log, done=None):
     done.update(flags=flags, environ=envinfo.environ(args.image_ref))
     x, y, mean, std, identity = load_images(args, args.data_images)
     config["dataset_identity"] = identity
-    batches = make_batches(x, y, mean, std, device, args.batch_size, 4, args.seed)
+    xd, yd = x.to(device), y.to(device)  # one device copy for the step batches and the feed
+    batches = make_batches(xd, yd, mean, std, device, args.batch_size, 4, args.seed)
     whole = (x.shape[0] // args.batch_size) * args.batch_size  # images in whole batches
     feed = None
     if whole and args.feed == "on":
-        feed = ((x[:whole].to(device), y[:whole].to(device)), Normalizer(mean, std, device))
+        feed = ((xd[:whole], yd[:whole]), Normalizer(mean, std, device))
     steps = bench_steps(args, device, batches, log, done, feed=feed)
     done.update(
         steps=steps, overlap=overlap_section(args, steps), feed=feed_section(args, steps, whole)
