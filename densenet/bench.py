@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from . import atomic, data, envinfo, numerics
+from . import atomic, data, envinfo, hostmem, numerics
 from .augment import Normalizer, augment
 from .bench_table import table
 from .compiled import compile_model, grad_precision
@@ -130,7 +130,7 @@ def add_arguments(p):
         "--eval-batch-size",
         type=positive_int,
         default=None,
-        help="--probe: eval batch (default 500 on CUDA, 100 on CPU)",
+        help="--probe: eval batch (default as train: 500 on CUDA, --batch-size on CPU)",
     )
     p.add_argument("--env-id", default=None, help="--probe: the manifest env id, recorded")
     p.add_argument(
@@ -161,9 +161,10 @@ def add_arguments(p):
         help="also time the fast step with the training loop's feeding (index + augment, "
         "densenet/feed.py) in front of it: one more runner (its memory too)",
     )
-    from .cli import add_overlap
+    from .cli import add_cpu_malloc, add_overlap
 
     add_overlap(p)
+    add_cpu_malloc(p)
     p.add_argument("--image-ref", default=None)
 
 
@@ -326,7 +327,7 @@ def bench_steps(args, device, batches, log, done=None, feed=None):
         setup_s[name] = time.perf_counter() - t0  # the compiled runner compiles in here
         memory[name] = probe.stop()
         runners.append(r)
-    probe.done()
+    probe.done(args.cpu_malloc)
     per_round = int(math.ceil(args.steps / float(args.rounds)))
     times = {r.name: [] for r in runners}
     walls = {r.name: 0.0 for r in runners}
@@ -433,6 +434,7 @@ def setup(args):
     device = resolve_device(args.device)
     flags = numerics.configure(args.cudnn, args.tf32, args.deterministic, args.seed)
     flags["applicability"] = numerics.applicability(device)
+    flags["cpu_malloc"] = hostmem.configure(args.cpu_malloc, device)  # as train does
     return device, flags
 
 

@@ -69,7 +69,12 @@ def build_parser():
     p.add_argument("--protocol", choices=sorted(PROTOCOLS), default="smoke")
     p.add_argument("--epochs", type=positive_int)
     p.add_argument("--batch-size", type=positive_int)
-    p.add_argument("--eval-batch-size", type=positive_int, default=500)
+    p.add_argument(
+        "--eval-batch-size",
+        type=positive_int,
+        default=None,
+        help="default: 500 on CUDA, the training batch on CPU (faster there, less memory)",
+    )
     p.add_argument("--n-train", type=positive_int)
     p.add_argument("--n-test", type=positive_int)
     p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="sgd")
@@ -94,6 +99,7 @@ def build_parser():
         "bitwise eager: densenet/compiled.py)",
     )
     add_overlap(p)
+    add_cpu_malloc(p)
     p.add_argument("--keep-checkpoint", choices=ON_OFF, default="off")
     p.add_argument("--image-ref", default=None, help="image tag@digest, recorded in env.json")
     add_numerics(p)
@@ -132,6 +138,17 @@ def add_overlap(p):
         default="on",
         help="with the CUDA-graph step (not --compile): convolution weight gradients on a "
         "second stream, same kernels and bits (densenet/overlap.py)",
+    )
+
+
+def add_cpu_malloc(p):
+    p.add_argument(
+        "--cpu-malloc",
+        choices=("reuse", "system"),
+        default="reuse",
+        help="on a CPU device: reuse = glibc keeps freed tensors' memory for the next step "
+        "(no per-tensor mmap, no trimming; same values, fewer page faults), system = glibc's "
+        "defaults (densenet/hostmem.py)",
     )
 
 

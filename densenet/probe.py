@@ -83,7 +83,7 @@ def run_probe(args, log):
     fast = args.fast == "on" or (args.fast == "auto" and cuda)
     models = names(args.models, args.model, MODEL_NAMES, "models")
     optimizers = names(args.optimizers, args.optimizer, OPTIMIZERS, "optimizers")
-    eval_batch = args.eval_batch_size or (500 if cuda else 100)
+    eval_batch = args.eval_batch_size or (500 if cuda else args.batch_size)  # as train
     warmup = args.warmup or (6 if cuda and fast else 1)
     x, y, mean, std, identity = load_images(args, max(2048, eval_batch, 4 * args.batch_size))
     batches = make_batches(x, y, mean, std, device, args.batch_size, 4, args.seed)

@@ -7,12 +7,13 @@ caching allocator, or on Linux CPUs from the kernel's resident-set high-water ma
 which /proc/self/clear_refs can reset; elsewhere it is recorded as unavailable, with the reason.
 """
 
-import ctypes
 import gc
 import math
 import time
 
 import torch
+
+from . import hostmem
 
 
 def summarize(values):
@@ -65,16 +66,9 @@ def _proc_status_kib(field):
     raise OSError("%s not in /proc/self/status" % field)
 
 
-def _glibc():
-    try:
-        return ctypes.CDLL("libc.so.6")
-    except OSError:
-        return None
-
-
 def _trim_heap():
     """Return freed heap pages to the OS (glibc), so a later phase's RSS is its own."""
-    libc = _glibc()
+    libc = hostmem.glibc()
     if libc is not None and hasattr(libc, "malloc_trim"):
         libc.malloc_trim(0)
 
@@ -83,10 +77,10 @@ def _mmap_threshold(nbytes):
     """glibc: allocations of at least nbytes get their own mmap, unmapped on free. A small
     threshold makes the RSS follow live tensors (glibc's default threshold grows up to 32 MiB
     after frees, and the heap then keeps freed activations resident and reuses them, so a
-    later phase would not show its own peak)."""
-    libc = _glibc()
-    if libc is not None and hasattr(libc, "mallopt"):
-        libc.mallopt(-3, int(nbytes))  # -3: M_MMAP_THRESHOLD
+    later phase would not show its own peak). Per-allocation mmaps are allowed again first:
+    `--cpu-malloc reuse` turns them off (densenet/hostmem.py)."""
+    hostmem.allow_mmap()
+    hostmem.mallopt(hostmem.M_MMAP_THRESHOLD, nbytes)
 
 
 class PeakMemory(object):
@@ -137,12 +131,13 @@ class PeakMemory(object):
             peak = _proc_status_kib("VmHWM") * 1024
         return max(peak - self.base, 0) / 2.0**20
 
-    def done(self):
+    def done(self, cpu_malloc="reuse"):
         """After the last phase: give glibc its usual large-allocation threshold back (its
-        default maximum, 32 MiB), so that timings after the memory phases see a heap that
-        reuses freed activations as a training process does."""
+        default maximum, 32 MiB), then the process's --cpu-malloc policy, so that timings
+        after the memory phases see the heap a training process with that policy sees."""
         if self.device.type != "cuda":
             _mmap_threshold(32 * 2**20)
+            hostmem.configure(cpu_malloc, self.device)
 
 
 def finite_positive(x):

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from . import atomic, checkpoint, compiled, data, envinfo, kernels, numerics
+from . import atomic, checkpoint, compiled, data, envinfo, hostmem, kernels, numerics
 from .augment import Normalizer
 from .feed import epoch_batches
 from .models import build_model
@@ -54,6 +54,7 @@ RESUME_NEUTRAL = (
     "keep_checkpoint",
     "fast",
     "overlap",  # same kernels, same bits: only when the weight gradients run
+    "cpu_malloc",  # where freed host memory goes, not what is computed
     "download",
 )
 
@@ -251,6 +252,12 @@ def run(cfg, log=print):
         return EXIT_SKIPPED
     flags = numerics.configure(cfg["cudnn"], cfg["tf32"], cfg["deterministic"], cfg["seed"])
     flags["applicability"] = numerics.applicability(device)
+    flags["cpu_malloc"] = hostmem.configure(cfg.get("cpu_malloc", "reuse"), device)
+    if not cfg.get("eval_batch_size"):
+        # A CPU evaluates fastest in small batches: at 500 its activations exceed glibc's
+        # mmap limit (fresh pages on every call, 3x slower per image) or, with
+        # --cpu-malloc reuse, fragment the heap (3x the training step's memory).
+        cfg["eval_batch_size"] = 500 if device.type == "cuda" else cfg["batch_size"]
 
     ds = data.load(
         cfg["dataset"],

@@ -1,0 +1,60 @@
+"""How glibc's malloc serves a CPU training process (`--cpu-malloc reuse|system`).
+
+PyTorch's CPU tensors come from malloc. glibc gives every allocation above its mmap threshold
+(128 KiB, rising to at most 32 MiB after frees) its own mmap and unmaps it on free, and trims
+the heap top when it holds more than the trim threshold free. A training step allocates and
+frees the same large activations every step, so under those defaults the kernel zero-fills
+fresh pages for them every step: ~60,000 page faults per DenseNet-BC-40 step at batch 64 on a
+CPU, ~480,000 for BC-100 (whose block-1 features exceed 32 MiB, so they are mmapped always).
+
+`reuse` turns both off (M_MMAP_MAX 0, M_TRIM_THRESHOLD 2 GiB): freed activations stay in the
+heap and the next step reuses them, as the CUDA caching allocator does on a GPU. The same
+kernels run on the same values (BENCHMARKS.md, scripts/malloc_bench.py: bitwise-equal cells),
+only faster; the price is that the process keeps its peak heap resident, and a phase that
+allocates ever larger blocks (a big evaluation batch) fragments the heap, hence the small
+evaluation batch on CPU (densenet/train.py). glibc only: elsewhere (macOS, musl) nothing is
+changed and the record says so.
+"""
+
+import ctypes
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
+GLIBC_MMAP_MAX_DEFAULT = 65536
+TRIM_THRESHOLD_REUSE = 2**31 - 1  # mallopt takes an int: 2 GiB, in effect never
+
+
+def glibc():
+    """glibc's handle, or None where the C library is another (or lacks mallopt)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "mallopt") else None
+
+
+def mallopt(param, value):
+    """True if glibc took the setting."""
+    libc = glibc()
+    return bool(libc is not None and libc.mallopt(param, int(value)))
+
+
+def configure(policy, device):
+    """Apply --cpu-malloc for a process computing on `device`; the record for summary.json.
+
+    Only a CPU device is changed: on a GPU the activations live in the CUDA caching allocator
+    and host malloc is not on the step's path."""
+    if policy not in ("reuse", "system"):
+        raise ValueError("cpu_malloc: expected reuse or system, got %r" % (policy,))
+    if device.type != "cpu":
+        return "not applicable on %s" % device.type
+    if policy == "system":
+        return "system (glibc defaults)"
+    if not (mallopt(M_MMAP_MAX, 0) and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_REUSE)):
+        return "system (no glibc mallopt here)"
+    return "reuse (glibc M_MMAP_MAX 0, M_TRIM_THRESHOLD 2 GiB)"
+
+
+def allow_mmap():
+    """Give glibc back its per-allocation mmaps (the bench's memory phases need them so that
+    the resident set follows live tensors, densenet/timing.py)."""
+    mallopt(M_MMAP_MAX, GLIBC_MMAP_MAX_DEFAULT)
