@@ -39,7 +39,8 @@ def mallopt(param, value):
 
 
 def configure(policy, device):
-    """Apply --cpu-malloc for a process computing on `device`; the record for summary.json.
+    """Apply --cpu-malloc for a process computing on `device`; returns the record for env.json
+    `flags.cpu_malloc`.
 
     Only a CPU device is changed: on a GPU the activations live in the CUDA caching allocator
     and host malloc is not on the step's path."""
