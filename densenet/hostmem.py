@@ -19,7 +19,7 @@ changed and the record says so.
 import ctypes
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
-GLIBC_MMAP_MAX_DEFAULT = 65536
+GLIBC_MMAP_MAX_DEFAULT, GLIBC_TRIM_THRESHOLD_DEFAULT = 65536, 128 * 1024
 TRIM_THRESHOLD_REUSE = 2**31 - 1  # mallopt takes an int: 2 GiB, in effect never
 
 
@@ -55,7 +55,9 @@ def configure(policy, device):
     return "reuse (glibc M_MMAP_MAX 0, M_TRIM_THRESHOLD 2 GiB)"
 
 
-def allow_mmap():
-    """Give glibc back its per-allocation mmaps (the bench's memory phases need them so that
-    the resident set follows live tensors, densenet/timing.py)."""
+def release_freed_memory():
+    """Give glibc back its per-allocation mmaps and its default trim threshold, so that freed
+    memory leaves the process again (the bench's memory phases need that for the resident set
+    to follow live tensors, densenet/timing.py)."""
     mallopt(M_MMAP_MAX, GLIBC_MMAP_MAX_DEFAULT)
+    mallopt(M_TRIM_THRESHOLD, GLIBC_TRIM_THRESHOLD_DEFAULT)

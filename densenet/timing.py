@@ -77,9 +77,9 @@ def _mmap_threshold(nbytes):
     """glibc: allocations of at least nbytes get their own mmap, unmapped on free. A small
     threshold makes the RSS follow live tensors (glibc's default threshold grows up to 32 MiB
     after frees, and the heap then keeps freed activations resident and reuses them, so a
-    later phase would not show its own peak). Per-allocation mmaps are allowed again first:
-    `--cpu-malloc reuse` turns them off (densenet/hostmem.py)."""
-    hostmem.allow_mmap()
+    later phase would not show its own peak). Per-allocation mmaps and heap trimming are
+    turned back on first: `--cpu-malloc reuse` turns both off (densenet/hostmem.py)."""
+    hostmem.release_freed_memory()
     hostmem.mallopt(hostmem.M_MMAP_THRESHOLD, nbytes)
 
 
@@ -100,8 +100,8 @@ class PeakMemory(object):
             self.method = "cuda max_memory_allocated growth over the phase"
         else:
             self.method = (
-                "Linux VmHWM growth over the phase (clear_refs reset; glibc mmap threshold "
-                "128 KiB during it, malloc_trim first)"
+                "Linux VmHWM growth over the phase (clear_refs reset; glibc mmap and trim "
+                "thresholds 128 KiB during it, malloc_trim first)"
             )
 
     def start(self):
@@ -134,10 +134,11 @@ class PeakMemory(object):
     def done(self, cpu_malloc="reuse"):
         """After the last phase: give glibc its usual large-allocation threshold back (its
         default maximum, 32 MiB), then the process's --cpu-malloc policy, so that timings
-        after the memory phases see the heap a training process with that policy sees."""
+        after the memory phases see the heap a training process with that policy sees. Returns
+        hostmem.configure's record."""
         if self.device.type != "cuda":
             _mmap_threshold(32 * 2**20)
-            hostmem.configure(cpu_malloc, self.device)
+        return hostmem.configure(cpu_malloc, self.device)
 
 
 def finite_positive(x):

@@ -74,3 +74,24 @@ def test_cells_compute_the_same_under_either_policy(tmp_path):
     assert read_metrics(tmp_path / "reuse" / "metrics.csv") == read_metrics(
         tmp_path / "system" / "metrics.csv"
     )
+
+
+@needs_glibc
+@pytest.mark.slow
+def test_the_bench_measures_memory_as_under_glibc_defaults(tmp_path):
+    """The bench applies --cpu-malloc after its memory phases: a heap grown under `reuse`
+    before them kept the phases' freed blocks resident (bc40 at batch 64: 715 MB against
+    516 MB for the normal runner)."""
+    args = ["--model", "densenet-bc40-k12", "--batch-size", "32", "--device", "cpu"]
+    args += ["--threads", "1", "--steps", "2", "--rounds", "1", "--warmup", "1"]
+    args += ["--data-images", "2048", "--data-rounds", "1", "--profile", "off", "--feed", "off"]
+    memory = {}
+    for policy in ("system", "reuse"):
+        out = tmp_path / (policy + ".json")
+        res = densenet("bench", "--out", out, "--cpu-malloc", policy, *args)
+        assert res.returncode == 0, res.stderr
+        result = json.loads(out.read_text())
+        assert result["flags"]["cpu_malloc"].startswith(policy)
+        memory[policy] = result["steps"]["memory_mb"]
+    for runner, mb in memory["system"].items():
+        assert abs(memory["reuse"][runner] - mb) <= max(0.05 * mb, 5.0), memory
