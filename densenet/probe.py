@@ -21,7 +21,7 @@ from .bench import Runner, load_images, make_batches, setup
 from .databench import ours_epoch
 from .models import MODEL_NAMES
 from .timing import summarize, time_calls
-from .train import OPTIMIZERS, PROTOCOLS
+from .train import OPTIMIZERS, PROTOCOLS, default_eval_batch
 
 # Full split sizes (train, test); the synthetic set's come from data.py.
 FULL_SIZES = {
@@ -83,7 +83,7 @@ def run_probe(args, log):
     fast = args.fast == "on" or (args.fast == "auto" and cuda)
     models = names(args.models, args.model, MODEL_NAMES, "models")
     optimizers = names(args.optimizers, args.optimizer, OPTIMIZERS, "optimizers")
-    eval_batch = args.eval_batch_size or (500 if cuda else args.batch_size)  # as train
+    eval_batch = args.eval_batch_size or default_eval_batch(device, args.batch_size)
     warmup = args.warmup or (6 if cuda and fast else 1)
     x, y, mean, std, identity = load_images(args, max(2048, eval_batch, 4 * args.batch_size))
     batches = make_batches(x, y, mean, std, device, args.batch_size, 4, args.seed)

@@ -128,6 +128,14 @@ def resolve_device(name):
     return torch.device(name)
 
 
+def default_eval_batch(device, batch_size):
+    """--eval-batch-size when not given (the cost probe uses it too). A CPU evaluates fastest
+    in small batches: at 500 its activations exceed glibc's mmap limit (fresh pages on every
+    call, 3x slower per image) or, with --cpu-malloc reuse, fragment the heap (3x the training
+    step's memory)."""
+    return 500 if device.type == "cuda" else batch_size
+
+
 def peak_mem_mb(device):
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
@@ -254,10 +262,7 @@ def run(cfg, log=print):
     flags["applicability"] = numerics.applicability(device)
     flags["cpu_malloc"] = hostmem.configure(cfg.get("cpu_malloc", "reuse"), device)
     if not cfg.get("eval_batch_size"):
-        # A CPU evaluates fastest in small batches: at 500 its activations exceed glibc's
-        # mmap limit (fresh pages on every call, 3x slower per image) or, with
-        # --cpu-malloc reuse, fragment the heap (3x the training step's memory).
-        cfg["eval_batch_size"] = 500 if device.type == "cuda" else cfg["batch_size"]
+        cfg["eval_batch_size"] = default_eval_batch(device, cfg["batch_size"])
 
     ds = data.load(
         cfg["dataset"],
