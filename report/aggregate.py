@@ -29,6 +29,18 @@ RESULT_COLUMNS = [
     "step_mode",
     "conv_kernels",
 ]
+# The recipe a cell trained with (summary.json config, resolved by densenet/train.py; n_train
+# and n_test None = the full set): the paper comparison requires the paper's values.
+CONFIG_COLUMNS = [
+    "n_train",
+    "n_test",
+    "batch_size",
+    "lr",
+    "dropout",
+    "augment_order",
+    "bias",
+    "stem",
+]
 # What identifies the software and hardware a cell ran on (the report's environments table).
 IDENTITY_COLUMNS = [
     "torch_version",
@@ -59,6 +71,7 @@ RUN_COLUMNS = (
     + list(PARAM_KEYS)
     + ["env_id", "gradcheck_verdict", "gradcheck_max_rel_err"]
     + RESULT_COLUMNS
+    + CONFIG_COLUMNS
     + ENV_COLUMNS
     + ["rerun", "files", "path"]
 )
@@ -179,6 +192,7 @@ def run_row(entry, files, envs):
     if row["torch"] is None:
         row["torch"] = row["torch_version"] or "unknown"
     row.update(results(summary, files.metrics if usable else None, config, row["gpu"]))
+    row.update({key: config.get(key) for key in CONFIG_COLUMNS})
     row.update(gradients.env_verdict(row, envs))
     return row
 

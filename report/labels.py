@@ -30,11 +30,25 @@ def varying(runs, axes):
     return [a for a in axes if a in runs and runs[a].fillna(UNKNOWN).nunique() > 1]
 
 
-def dataset_label(dataset, augment):
+def dataset_label(dataset, augment, identities=()):
+    """'C10+', or 'C10+ [jpeg75]' when the data is not (only) the official files: the paper's
+    names stand for the official benchmark, so other data must say what it is."""
     short = DATASET_SHORT.get(dataset)
-    if short:
-        return short + ("+" if augment == "on" else "")
-    return "%s (aug %s)" % (dataset, augment)
+    label = (
+        short + ("+" if augment == "on" else "") if short else "%s (aug %s)" % (dataset, augment)
+    )
+    tags = identity_tags(dataset, identities)
+    return label + (" [%s]" % "/".join(tags) if tags else "")
+
+
+def identity_tags(dataset, identities):
+    """Short names of the recorded identities, none when all are official (or the dataset's
+    own name already says it, as for synthetic)."""
+    found = sorted({str(i) for i in identities if i is not None and i == i and i != ""})
+    if found in ([], ["official"], [dataset]):
+        return []
+    prefix = dataset + "-"
+    return [i[len(prefix) :] if i.startswith(prefix) else i for i in found]
 
 
 def add_labels(runs):
@@ -45,9 +59,19 @@ def add_labels(runs):
     extra_group = varying(clean, ("optimizer", "protocol"))
     variant_axes = varying(clean, VARIANT_AXES) or ["torch"]
 
+    def group_key(row):
+        return tuple(text(row[a]) for a in ("model", "dataset", "augment") + tuple(extra_group))
+
+    # The data's identity is a property of the whole group: seeds without a record yet
+    # (missing, failed) must carry the same label as their siblings that have one.
+    identities = {}
+    for _, row in runs.iterrows():
+        identities.setdefault(group_key(row), set()).add(row.get("dataset_identity"))
+
     def group(row):
-        parts = [text(row["model"]), dataset_label(text(row["dataset"]), text(row["augment"]))]
-        parts += [text(row[a]) for a in extra_group]
+        key = group_key(row)
+        parts = [key[0], dataset_label(key[1], key[2], identities[key])]
+        parts += list(key[3:])
         return " \u00b7 ".join(parts)
 
     def variant(row):

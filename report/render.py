@@ -110,6 +110,10 @@ def build_context(study, tables, out_dir, tolerance, predicted_path=None):
     }
 
 
+# A cell has data of some identity once it has trained (or is training): these must say which.
+TRAINED = ("completed", "diverged", "running")
+
+
 def banners(study, identities, runs):
     """Loud notices on the data's identity: the first thing on the page."""
     out = []
@@ -121,12 +125,22 @@ def banners(study, identities, runs):
             count = int((runs["dataset_identity"] == identity).sum())
             cells = "%d cell%s" % (count, "" if count == 1 else "s")
             out.append(("danger", "Dataset identity %s (%s): %s" % (identity, cells, note)))
+    trained = runs[runs["status"].isin(TRAINED)]
+    unidentified = int(trained["dataset_identity"].isna().sum())
     if not identities:
         out.append(
             (
                 "warn",
                 "No cell has recorded its dataset identity yet: nothing on this "
                 "page is a paper comparison.",
+            )
+        )
+    elif unidentified:
+        out.append(
+            (
+                "warn",
+                "%d cell%s with results recorded no dataset identity: not compared with "
+                "published numbers." % (unidentified, "" if unidentified == 1 else "s"),
             )
         )
     elif identities == ["official"]:
@@ -142,7 +156,9 @@ def curve_panels(runs, curves, colors):
     for group, cells in clean.groupby("group", sort=True):
         first = cells.iloc[0]
         part = curves[curves["cell_id"].isin(cells["cell_id"])]
-        overlay = all(first[k] == v for k, v in references.CHAINER_CELLS.items())
+        applies = all(first[k] == v for k, v in references.CHAINER_CELLS.items())
+        why_not = chainer_mismatch(cells) if applies else None
+        overlay = applies and not why_not
         panels.append(
             {
                 "group": group,
@@ -150,12 +166,35 @@ def curve_panels(runs, curves, colors):
                 "with_curves": part["cell_id"].nunique(),
                 "others": sections.status_counts(cells, skip=("completed", "running", "diverged")),
                 "chainer": overlay,
+                "chainer_note": why_not,
                 "png": figures.learning_curves(
                     part, colors, first["dataset"], chainer if overlay else None
                 ),
             }
         )
     return panels
+
+
+def chainer_mismatch(cells):
+    """Why the chainer curves (300 epochs, official CIFAR-10) are not drawn beside these
+    cells, or None: every cell must be of the paper protocol, and every cell that has trained
+    must have recorded the official data."""
+    protocols = sorted({str(p) for p in cells["protocol"].fillna("?")})
+    epochs = sorted({int(e) for e in cells["epochs_planned"].dropna()})
+    trained = cells[cells["status"].isin(TRAINED)]
+    identities = sorted({str(i) for i in trained["dataset_identity"].fillna("unidentified")})
+    parts = []
+    if protocols != ["paper"] or epochs and epochs != [references.PAPER_EPOCHS]:
+        parts.append(
+            "protocol %s (%s epochs)" % ("/".join(protocols), "/".join(map(str, epochs)) or "?")
+        )
+    if identities and identities != [references.COMPARABLE_IDENTITY]:
+        parts.append("%s data" % "/".join(identities))
+    if not parts:
+        return None
+    return "our cells: %s; the reference is 300 epochs on the official CIFAR-10" % (
+        " on ".join(parts)
+    )
 
 
 def canary_panels(runs, curves, envs):

@@ -74,36 +74,59 @@ def heatmap(runs):
     return {"groups": groups, "variants": variants, "rows": rows}
 
 
+# Seed states that leave a group's verdict open: these seeds may still finish (or be rerun).
+# A skipped seed is not among them: its environment cannot run it, so no result will come.
+PENDING = ("running", "missing", "failed", "corrupt")
+
+
+def seeds_text(cell):
+    """'2 of 3 seeds (1 diverged)': every seed of a group x variant, not only the completed."""
+    done = int((cell["status"] == "completed").sum())
+    others = status_counts(cell)
+    return "%d of %d seed%s" % (done, len(cell), "" if len(cell) == 1 else "s") + (
+        " (%s)" % others if others else ""
+    )
+
+
 def comparison(runs, tolerance, alpha=references.ALPHA):
-    """Published comparison: {"blocks": [{group, variant, n, mean, std, refs: [...]}],
-    "not_compared": [{group, variant, n, mean, std, reason}]}."""
+    """Published comparison: {"blocks": [{group, variant, n, expected, seeds, mean, std,
+    provisional, gradient_fail, refs: [...]}], "not_compared": [{group, variant, n, seeds,
+    mean, std, reason}]}.
+
+    The verdict uses the completed seeds, but every seed counts: a diverged seed of a
+    comparable group means "not reproduced" (non-convergence is the failure this harness is
+    for), unfinished seeds make the verdict provisional, and a group with no completed seed is
+    listed as not compared with its seeds' states.
+    """
     table = references.published()
     blocks, not_compared = [], []
     runs = clean(runs)
     for (group, variant), cell in runs.groupby(["group", "variant"], sort=True):
         done = cell[cell["status"] == "completed"]
-        if not len(done):
-            continue
-        first = done.iloc[0]
         mean, std, n = mean_std(done["final_test_err"])
-        base = {"group": group, "variant": variant, "n": n, "mean": mean, "std": std}
-        refs = references.references_for(table, first["model"], first["dataset"], first["augment"])
-        # The data's identity comes first: it is the reason that no reference could lift.
-        why = references.not_comparable(done)
-        if not why and not len(refs):
-            why = "no published number for %s on %s (augmentation %s)" % (
-                first["model"],
-                first["dataset"],
-                first["augment"],
-            )
+        base = {
+            "group": group,
+            "variant": variant,
+            "n": n,
+            "expected": len(cell),
+            "seeds": seeds_text(cell),
+            "mean": mean,
+            "std": std,
+        }
+        why = eligibility(table, cell, done)
         if why:
             not_compared.append(dict(base, reason=why))
             continue
+        first = done.iloc[0]
+        refs = references.references_for(table, first["model"], first["dataset"], first["augment"])
+        diverged = int((cell["status"] == "diverged").sum())
+        pending = status_counts(cell[cell["status"].isin(PENDING)], skip=())
         compared = []
         for _, ref in refs.iterrows():
             verdict = references.verdict(
                 done["final_test_err"], float(ref["test_error_pct"]), tolerance, alpha
             )
+            verdict = seed_states_verdict(verdict, diverged, len(cell), pending)
             compared.append(
                 {
                     "source": ref["source"],
@@ -112,29 +135,92 @@ def comparison(runs, tolerance, alpha=references.ALPHA):
                     "delta": verdict["delta"],
                     "verdict": verdict["text"],
                     "verdict_class": verdict["class"],
+                    "diverged": bool(diverged),
                     "p_equivalent": verdict["p_equivalent"],
                     "p_different": verdict["p_different"],
                 }
             )
-        blocks.append(dict(base, refs=compared))
+        blocks.append(
+            dict(
+                base,
+                refs=compared,
+                provisional=pending or None,
+                # The gradient stage of these cells' environment: a failed one makes every
+                # number of the cells suspect, so the comparison says so beside the verdict.
+                gradient_fail="fail" in set(cell["gradcheck_verdict"].dropna()),
+            )
+        )
     return {"blocks": blocks, "not_compared": not_compared}
+
+
+def eligibility(table, cell, done):
+    """Why a group x variant gets no published comparison, or None."""
+    if not len(done):
+        return "no completed seed: %s" % status_counts(cell)
+    # The data's identity comes first: it is the reason that no reference could lift.
+    why = references.not_comparable(done)
+    if why:
+        return why
+    first = done.iloc[0]
+    if not len(
+        references.references_for(table, first["model"], first["dataset"], first["augment"])
+    ):
+        return "no published number for %s on %s (augmentation %s)" % (
+            first["model"],
+            first["dataset"],
+            first["augment"],
+        )
+    return None
+
+
+def seed_states_verdict(verdict, diverged, expected, pending):
+    """The statistical verdict of the completed seeds, overruled by a diverged seed (class
+    fail) and marked provisional while seeds are unfinished."""
+    verdict = dict(verdict)
+    if diverged:
+        verdict["class"] = "fail"
+        verdict["text"] = "not reproduced: %d of %d seeds diverged; completed seeds: %s" % (
+            diverged,
+            expected,
+            verdict["text"],
+        )
+    if pending:
+        verdict["text"] += " (provisional: %s)" % pending
+    return verdict
 
 
 def axis_deltas(runs, axis):
     """Completed cells paired across one on/off axis, all other params equal (same seed).
 
     Returns {"pairs": [...], "summary": [...]}; delta = error(off) - error(on), in points.
+    A pair with a side that did not complete (diverged, failed, skipped, ...) has no delta but
+    is named in the summary's note: a setting that breaks training is what this section is for.
     """
     runs = clean(runs)
-    done = runs[runs["status"] == "completed"]
     keys = [k for k in PARAM_KEYS if k != axis]
     others = [a for a in varying(runs, VARIANT_AXES) if a != axis]
-    pairs = []
-    for _, twins in done.fillna({k: "?" for k in keys}).groupby(keys, sort=True):
+    pairs, incomplete = [], []
+    for _, twins in runs.fillna({k: "?" for k in keys}).groupby(keys, sort=True):
         on, off = twins[twins[axis] == "on"], twins[twins[axis] == "off"]
         if not len(on) or not len(off):
             continue
         a, b = on.iloc[0], off.iloc[0]
+        context = " \u00b7 ".join(AXIS_NAMES[o] + text(a[o]) for o in others) or "all"
+        if a["status"] != "completed" or b["status"] != "completed":
+            sides = [
+                "%s %s" % (side, row["status"])
+                for side, row in (("on", a), ("off", b))
+                if row["status"] != "completed"
+            ]
+            incomplete.append(
+                {
+                    "group": a["group"],
+                    "context": context,
+                    "what": " + ".join(sides),
+                    "seed": a["seed"],
+                }
+            )
+            continue
         na = [str(x) for x in (a["not_applicable"], b["not_applicable"]) if _has(x)]
         pairs.append(
             {
@@ -144,7 +230,7 @@ def axis_deltas(runs, axis):
                 "off": b["final_test_err"],
                 "delta": _sub(b["final_test_err"], a["final_test_err"]),
                 "time_ratio": _div(b["epoch_s_median"], a["epoch_s_median"]),
-                "context": " \u00b7 ".join(AXIS_NAMES[o] + text(a[o]) for o in others) or "all",
+                "context": context,
                 "note": "%s: not applicable on %s" % (axis, a["device"])
                 if any(axis in x for x in na)
                 else "",
@@ -152,25 +238,50 @@ def axis_deltas(runs, axis):
                 "off_id": b["cell_id"],
             }
         )
+    return {"pairs": pairs, "summary": delta_summary(pairs, incomplete)}
+
+
+def delta_summary(pairs, incomplete):
+    """One row per group x context: the deltas' statistics and, in the note, the pairs that
+    could not be formed ('1 pair incomplete: off diverged (seed 2)')."""
+    frame = pd.DataFrame(pairs, columns=["group", "context", "delta", "time_ratio", "note"])
+    gaps = pd.DataFrame(incomplete, columns=["group", "context", "what", "seed"])
+    keys = sorted(
+        set(zip(frame["group"], frame["context"])) | set(zip(gaps["group"], gaps["context"]))
+    )
     summary = []
-    frame = pd.DataFrame(pairs)
-    if len(frame):
-        for (group, context), part in frame.groupby(["group", "context"], sort=True):
-            mean, std, n = mean_std(part["delta"])
-            deltas = finite(part["delta"])
-            summary.append(
-                {
-                    "group": group,
-                    "context": context,
-                    "n": n,
-                    "mean": mean,
-                    "std": std,
-                    "max_abs": max(abs(d) for d in deltas) if deltas else None,
-                    "time_ratio": mean_std(part["time_ratio"])[0],
-                    "note": "; ".join(sorted(set(part["note"]) - {""})),
-                }
-            )
-    return {"pairs": pairs, "summary": summary}
+    for group, context in keys:
+        part = frame[(frame["group"] == group) & (frame["context"] == context)]
+        missing = gaps[(gaps["group"] == group) & (gaps["context"] == context)]
+        mean, std, n = mean_std(part["delta"])
+        deltas = finite(part["delta"])
+        notes = sorted(set(part["note"]) - {""})
+        if len(missing):
+            notes.append(incomplete_text(missing))
+        summary.append(
+            {
+                "group": group,
+                "context": context,
+                "n": n,
+                "mean": mean,
+                "std": std,
+                "max_abs": max(abs(d) for d in deltas) if deltas else None,
+                "time_ratio": mean_std(part["time_ratio"])[0],
+                "note": "; ".join(notes),
+                "incomplete": len(missing),
+            }
+        )
+    return summary
+
+
+def incomplete_text(missing):
+    """'3 pairs incomplete: off skipped (seeds 0, 1, 2); on failed (seed 1)'."""
+    parts = []
+    for what, rows in missing.groupby("what", sort=True):
+        seeds = sorted(rows["seed"].map(text), key=lambda s: (not s.isdigit(), s.zfill(9)))
+        parts.append("%s (seed%s %s)" % (what, "" if len(seeds) == 1 else "s", ", ".join(seeds)))
+    n = len(missing)
+    return "%d pair%s incomplete: %s" % (n, "" if n == 1 else "s", "; ".join(parts))
 
 
 def canary_pairs(runs):
@@ -299,23 +410,53 @@ def flag_mismatches(runs):
 
 
 def verdict_counts(comparison, envs):
-    """Headline counts: comparison verdict classes and gradient-stage verdicts."""
+    """Headline counts: comparison verdicts, and gradient-stage verdicts of the clean
+    environments apart from the canary environments, whose "fail" is the designed detection
+    (a canary env that does not fail is a harness failure)."""
     classes = {"pass": "reproduced", "fail": "differ", "warn": "inconclusive", "none": "no verdict"}
     compared = {}
     for block in comparison["blocks"]:
         for ref in block["refs"]:
-            label = classes[ref["verdict_class"]]
+            label = (
+                "not reproduced (diverged seeds)"
+                if ref["diverged"]
+                else classes[ref["verdict_class"]]
+            )
             compared[label] = compared.get(label, 0) + 1
+    is_canary = envs["canary"].fillna("none") != "none"
+    order = [
+        "reproduced",
+        "differ",
+        "not reproduced (diverged seeds)",
+        "inconclusive",
+        "no verdict",
+    ]
+    return {
+        "comparisons": {k: compared[k] for k in order if k in compared},
+        "provisional": sum(1 for b in comparison["blocks"] if b["provisional"]),
+        "not_compared": len(comparison["not_compared"]),
+        "stage": stage_counts(envs[~is_canary]),
+        "canary": canary_counts(envs[is_canary]),
+    }
+
+
+def stage_counts(envs):
     stage = envs[envs["status"] == "completed"]["verdict"].value_counts().to_dict()
     missing = int((envs["status"] != "completed").sum())
     if missing:
         stage["not run / unreadable"] = missing
-    order = ["reproduced", "differ", "inconclusive", "no verdict"]
-    return {
-        "comparisons": {k: compared[k] for k in order if k in compared},
-        "not_compared": len(comparison["not_compared"]),
-        "stage": stage,
+    return stage
+
+
+def canary_counts(envs):
+    """{"detected": n, "NOT detected (harness failure)": n, "not run / unreadable": n}."""
+    done = envs[envs["status"] == "completed"]
+    counts = {
+        "detected": int((done["verdict"] == "fail").sum()),
+        "NOT detected (harness failure)": int((done["verdict"] != "fail").sum()),
+        "not run / unreadable": int((envs["status"] != "completed").sum()),
     }
+    return {k: v for k, v in counts.items() if v}
 
 
 def identities(runs):

@@ -122,7 +122,33 @@ def write_metrics(path, rows):
             )
 
 
-def env_json(p, identity="official"):
+# densenet/train.py resolve(): (n_train, n_test) per protocol (None = the full set) and the
+# resolved recipe it records in summary.json / env.json config.
+SETS = {"paper": (None, None), "short": (None, None), "smoke": (5000, 1000)}
+LR = {"sgd": 0.1, "adam": 1e-3, "rmsprop": 1e-4}
+
+
+def resolved_config(p, epochs=None, **overrides):
+    """The config a cell of params p records, as densenet/train.py resolves it."""
+    n_train, n_test = SETS.get(p["protocol"], (None, None))
+    config = dict(
+        p,
+        epochs=epochs or EPOCHS.get(p["protocol"], 30),
+        seed=int(p["seed"]),
+        n_train=n_train,
+        n_test=n_test,
+        batch_size=64,
+        lr=LR.get(p["optimizer"], 0.1),
+        dropout=0.0 if p["augment"] == "on" else 0.2,
+        augment_order="official",
+        bias="off",
+        stem="paper",
+    )
+    config.update(overrides)
+    return config
+
+
+def env_json(p, identity="official", config=None):
     version, cuda, cudnn = TORCH_VERSIONS.get(p["torch"], (p["torch"], None, None))
     on_gpu = p["device"] != "cpu"
     applicability = (
@@ -157,7 +183,7 @@ def env_json(p, identity="official"):
             "identity": identity,
             "checksums": {"data_batch_1": {"md5": "c99cafc152244af753f735de768cd75f"}},
         },
-        "config": dict(p, epochs=EPOCHS.get(p["protocol"], 30)),
+        "config": config or resolved_config(p),
     }
 
 
@@ -174,19 +200,21 @@ def write_cell(
     reason=None,
     diverge_at=None,
     running_epochs=None,
+    config=None,
 ):
-    """A cell directory in the given state; returns its path relative to root."""
+    """A cell directory in the given state; returns its path relative to root. config:
+    keys of the recorded config to override (e.g. {"batch_size": 256})."""
     rel = os.path.join("cells", cell_id(p))
     path = os.path.join(root, rel)
     os.makedirs(path, exist_ok=True)
     epochs = epochs or EPOCHS.get(p["protocol"], 30)
     classes = 100 if p["dataset"] == "cifar100" else 10
-    config = dict(p, epochs=epochs, seed=int(p["seed"]))
+    config = resolved_config(p, epochs, **(config or {}))
     if status == "skipped":
         write_json(os.path.join(path, "summary.json"), _summary("skipped", [], config, reason))
         return rel
     if status == "failed":
-        write_json(os.path.join(path, "env.json"), env_json(p, identity))
+        write_json(os.path.join(path, "env.json"), env_json(p, identity, config))
         write_json(
             os.path.join(path, "failure.json"),
             {
@@ -206,7 +234,7 @@ def write_cell(
         classes=classes,
         diverge_at=diverge_at,
     )[:running_epochs]
-    write_json(os.path.join(path, "env.json"), env_json(p, identity))
+    write_json(os.path.join(path, "env.json"), env_json(p, identity, config))
     write_metrics(os.path.join(path, "metrics.csv"), rows)
     if status == "running":
         with open(os.path.join(path, "checkpoint.pt"), "wb") as f:
@@ -412,7 +440,9 @@ def build_matrix_study(root):
         elif p["torch"] == "1.13" and p["cudnn"] == "off":
             continue  # no gradcheck.json: the env's stage has not run
         else:
-            verdicts[eid] = ("pass", 2.1e-6 if p["cudnn"] == "on" else 1.4e-6)
+            # distinct per env, so each env's line in the layer-error figure can be seen
+            err = 2.1e-6 if p["cudnn"] == "on" else 1.4e-6
+            verdicts[eid] = ("pass", err * (1.8 if p["torch"] == "1.13" else 1.0))
     for eid, (verdict, err) in verdicts.items():
         write_gradcheck(root, envs[eid], verdict, err)
     return write_manifest(root, "matrix", cells, list(envs.values())), states
