@@ -20,6 +20,7 @@ median step after warmup; nothing is evaluated inside the timed region.
 import math
 import os
 import signal
+import tempfile
 import threading
 import time
 
@@ -60,10 +61,10 @@ FED = ("fast-fed", True, False, False)
 
 def add_arguments(p):
     """The bench options (numerics flags are added by the CLI)."""
-    from .cli import positive_int
+    from .cli import non_negative_int, out_file, positive_int
     from .models import MODEL_NAMES
 
-    p.add_argument("--out", required=True, help="JSON file to write")
+    p.add_argument("--out", required=True, type=out_file, help="JSON file (or folder) to write")
     p.add_argument("--model", default="densenet-bc100-k12", choices=MODEL_NAMES)
     p.add_argument(
         "--models", default=None, help="--probe: comma-separated model names (default: --model)"
@@ -104,7 +105,7 @@ def add_arguments(p):
     p.add_argument("--data-rounds", type=positive_int, default=3)
     p.add_argument(
         "--num-workers",
-        type=int,
+        type=non_negative_int,
         default=None,
         help="baseline DataLoader workers (default: the cores available)",
     )
@@ -135,9 +136,9 @@ def add_arguments(p):
     p.add_argument("--env-id", default=None, help="--probe: the manifest env id, recorded")
     p.add_argument(
         "--threads",
-        type=int,
+        type=non_negative_int,
         default=None,
-        help="torch intra-op threads (default: torch's choice); on a shared, "
+        help="torch intra-op threads (default, or 0: torch's choice); on a shared, "
         "oversubscribed CPU one thread can beat several by far",
     )
     p.add_argument(
@@ -563,21 +564,43 @@ def run_stoppable(args, log, path):
             signal.signal(signal.SIGTERM, old)
 
 
+def check_writable(path):
+    """Create --out's folder and write a scratch file there: minutes of timing must not end
+    in an error about where the result goes."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise OSError("--out %s: cannot write there (%s)" % (path, exc.strerror or exc)) from None
+
+
 def main(args):
-    from .train import note
+    """Entry point of `python -m densenet bench`: 0 done, 1 error (one line), 4 skipped,
+    128 + signal when stopped."""
+    from .train import EXIT_FAILED, EXIT_SKIPPED, Skip, note
 
     path = out_path(args)
-    if args.probe:
-        from .probe import run_probe
+    try:
+        check_writable(path)
+        if args.probe:
+            from .probe import run_probe
 
-        res = run_probe(args, note)
-        text = res["table"]
-    else:
-        res, rc = run_stoppable(args, note, path)
-        if res is None:
-            return rc
-        text = table(res)
-    atomic.write_json(path, res)
+            res = run_probe(args, note)
+            text = res["table"]
+        else:
+            res, rc = run_stoppable(args, note, path)
+            if res is None:
+                return rc
+            text = table(res)
+        atomic.write_json(path, res)
+    except Skip as exc:
+        note("skipped: %s" % exc)
+        return EXIT_SKIPPED
+    except (data.DataError, OSError) as exc:  # the user's to fix: one line, no traceback
+        note("error: %s" % (str(exc).strip().splitlines() or [type(exc).__name__])[0])
+        return EXIT_FAILED
     if not args.probe and os.path.exists(partial_path(path)):
         os.unlink(partial_path(path))  # an earlier stopped run's leftovers: this one finished
     print(text)

@@ -54,9 +54,10 @@ def load(path):
     return _torch_load(io.BytesIO(payload))
 
 
-def quarantine(path):
-    """Move an untrustworthy checkpoint aside (kept for inspection, never read again)."""
-    bad = path + ".corrupt"
+def quarantine(path, suffix=".corrupt"):
+    """Move an untrustworthy (or, with suffix .stale, obsolete) checkpoint aside: kept for
+    inspection, never read again."""
+    bad = path + suffix
     os.replace(path, bad)
     return bad
 

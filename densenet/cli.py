@@ -6,11 +6,13 @@ Exit codes of `train`: 0 completed, 1 failed, 2 usage, 3 diverged, 4 skipped.
 
 import argparse
 import json
+import math
 import os
 import sys
 import traceback
 
 ON_OFF = ("on", "off")
+SEED_MAX = 2**32 - 1
 
 
 class Parser(argparse.ArgumentParser):
@@ -20,20 +22,84 @@ class Parser(argparse.ArgumentParser):
 
 
 def positive_int(text):
+    return bounded_int(text, 1, None, "a positive integer")
+
+
+def non_negative_int(text):
+    return bounded_int(text, 0, None, "a non-negative integer")
+
+
+def seed_int(text):
+    # numpy seeds must fit in 32 bits; a larger seed would fail mid-run (or be folded).
+    return bounded_int(text, 0, SEED_MAX, "an integer in 0..%d" % SEED_MAX)
+
+
+def bounded_int(text, low, high, expected):
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError("expected a positive integer, got %r" % text) from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("expected a positive integer, got %r" % text)
+        value = None
+    if value is None or value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError("expected %s, got %r" % (expected, text))
     return value
+
+
+def positive_float(text):
+    """A finite number above 0 (--lr): `nan` would end as a `diverged` cell, not an error."""
+    value = _float(text, "a finite positive number")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError("expected a finite positive number, got %r" % text)
+    return value
+
+
+def probability(text):
+    """--dropout: 1 would drop every activation, so the range is [0, 1)."""
+    value = _float(text, "a number in [0, 1)")
+    if not 0 <= value < 1:  # also false for nan
+        raise argparse.ArgumentTypeError("expected a number in [0, 1), got %r" % text)
+    return value
+
+
+def _float(text, expected):
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected %s, got %r" % (expected, text)) from None
+
+
+def out_dir(text):
+    """--out of train and gradcheck: a directory to create or reuse. Checked before any work:
+    an empty value (an unset shell variable) would write into the current directory."""
+    check_path(text)
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError("%r is a file, expected a directory" % text)
+    return text
+
+
+def out_file(text):
+    """--out of bench: a JSON file, or a directory to write bench.json/probe.json into."""
+    check_path(text)
+    return text
+
+
+def check_path(text):
+    """An output path must be non-empty and must not lie under a file."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a non-empty path")
+    parent = os.path.dirname(os.path.abspath(text))
+    while not os.path.exists(parent):  # ends at the root at the latest
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise argparse.ArgumentTypeError(
+            "%r lies under the file %r, expected a path in a directory" % (text, parent)
+        )
 
 
 def add_numerics(p):
     p.add_argument("--cudnn", choices=ON_OFF, default="on")
     p.add_argument("--tf32", choices=ON_OFF, default="off")
     p.add_argument("--deterministic", choices=ON_OFF, default="off")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--canary", choices=("none", "noncontig-grad"), default="none")
 
@@ -41,7 +107,7 @@ def add_numerics(p):
 def build_parser():
     from .data import DATASETS
     from .models import MODEL_NAMES, STEMS
-    from .train import OPTIMIZERS, PROTOCOLS
+    from .train import OPTIMIZERS, PROTOCOLS, STALE_CHECKPOINT
 
     parser = Parser(prog="python -m densenet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", parser_class=Parser)
@@ -53,7 +119,7 @@ def build_parser():
     sub.add_parser("env", help="JSON: versions, devices, numerics flags")
 
     p = sub.add_parser("train", help="train one cell into --out")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, type=out_dir)
     p.add_argument("--model", required=True, choices=MODEL_NAMES)
     p.add_argument("--dataset", choices=DATASETS, default="cifar10")
     p.add_argument("--data-dir", default=None)
@@ -78,8 +144,8 @@ def build_parser():
     p.add_argument("--n-train", type=positive_int)
     p.add_argument("--n-test", type=positive_int)
     p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="sgd")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--dropout", type=float, help="default: 0.2 with --augment off, else 0")
+    p.add_argument("--lr", type=positive_float)
+    p.add_argument("--dropout", type=probability, help="default: 0.2 with --augment off, else 0")
     p.add_argument("--stem", choices=STEMS, default="paper")
     p.add_argument("--bias", choices=ON_OFF, default="off")
     p.add_argument(
@@ -101,11 +167,19 @@ def build_parser():
     add_overlap(p)
     add_cpu_malloc(p)
     p.add_argument("--keep-checkpoint", choices=ON_OFF, default="off")
+    p.add_argument(
+        "--stale-checkpoint",
+        choices=STALE_CHECKPOINT,
+        default="refuse",
+        help="a checkpoint.pt made under another config: refuse (exit 1, the directory left "
+        "as it was) or restart (move it to checkpoint.pt.stale, start from epoch 1; the "
+        "workflow's choice, where such a checkpoint is obsolete)",
+    )
     p.add_argument("--image-ref", default=None, help="image tag@digest, recorded in env.json")
     add_numerics(p)
 
     p = sub.add_parser("gradcheck", help="gradients vs a float64 CPU reference")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, type=out_dir)
     p.add_argument("--model", default="densenet-bc40-k12", choices=MODEL_NAMES)
     p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument(
@@ -128,6 +202,7 @@ def build_parser():
 
     add_bench_arguments(p)
     add_numerics(p)
+    parser.commands = sub.choices  # name -> its parser, whose errors name the subcommand
     return parser
 
 
@@ -184,9 +259,8 @@ def cmd_env(args):
 
 
 def cmd_train(args):
-    from . import atomic
     from .data import DataError
-    from .train import EXIT_FAILED, resolve, run, summary
+    from .train import EXIT_FAILED, Cell, record_failure, resolve, run
 
     cfg = vars(args).copy()
     cfg.pop("command")
@@ -196,8 +270,9 @@ def cmd_train(args):
         cuda = cfg["device"] == "cuda" or (cfg["device"] == "auto" and torch.cuda.is_available())
         cfg["fast"] = "on" if cuda else "off"
     cfg = resolve(cfg)
+    cell = Cell(cfg["out"])
     try:
-        return run(cfg)
+        return run(cfg, cell=cell)
     except KeyboardInterrupt:
         raise
     except Exception as exc:
@@ -205,13 +280,7 @@ def cmd_train(args):
         if not isinstance(exc, (DataError, ValueError)):
             traceback.print_exc()
         sys.stderr.write("error: %s\n" % reason)
-        try:
-            atomic.write_json(
-                os.path.join(cfg["out"], "summary.json"),
-                summary("failed", cfg, [], None, None, reason=reason),
-            )
-        except OSError:
-            pass
+        record_failure(cell, cfg, reason)
         return EXIT_FAILED
 
 
@@ -241,14 +310,37 @@ COMMANDS = {
 }
 
 
-def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def usage_problem(args):
+    """What is wrong with a combination of arguments (one line), or None. Checked before any
+    work, so a usage error writes nothing."""
     if args.command == "train" and args.compile == "on" and args.efficient == "on":
         # Dynamo breaks the graph at each checkpointed bottleneck and recompiles it for every
         # input width until its recompile limit, then runs the rest eagerly (seen on the CPU).
-        parser.error(
+        return (
             "argument --compile: 'on' does not combine with --efficient on "
             "(checkpointed bottlenecks recompile per layer); use one of them"
         )
+    if args.command in ("train", "bench") and args.dataset != "synthetic" and not args.data_dir:
+        from .data import FOLDERS
+
+        return "argument --data-dir: --dataset %s needs the folder holding %s" % (
+            args.dataset,
+            FOLDERS[args.dataset],
+        )
+    if args.command == "train" and args.dataset == "synthetic" and args.require_official == "on":
+        # As the workflow refuses it: generated images have no official release to match.
+        return "argument --require-official: 'on' contradicts --dataset synthetic; use off"
+    if args.command == "bench" and args.probe:
+        from .probe import names_problem
+
+        return names_problem(args)
+    return None
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    problem = usage_problem(args)
+    if problem:
+        parser.commands[args.command].error(problem)
     return COMMANDS[args.command](args)

@@ -179,14 +179,60 @@ def _unpickle(path):
             ) from None
 
 
-def _arrays(entries, label_key):
-    data = np.concatenate([np.asarray(e["data"], dtype=np.uint8) for e in entries])
-    labels = np.concatenate([np.asarray(e[label_key], dtype=np.int64) for e in entries])
-    if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
+def _batch(path, label_key, num_classes):
+    """(data uint8 N x 3072, labels int64) of one batch file, checked: a pickle of the right
+    name but another content (a CIFAR-100 file, a re-pickled list) is named here in one line,
+    not met later as a KeyError or an out-of-range target in the loss."""
+    entry = _unpickle(path)
+    found = _batch_problem(entry, label_key, num_classes)
+    if found:
         raise DataError(
-            "dataset arrays have shape %s with %d labels; expected (N, 3072)"
-            % (data.shape, len(labels))
+            "dataset file %s: expected a dict with 'data' (N x 3072 uint8) and %r (N values "
+            "in 0..%d), found %s; replace it with an intact copy"
+            % (path, label_key, num_classes - 1, found)
         )
+    return np.asarray(entry["data"], dtype=np.uint8), np.asarray(entry[label_key], np.int64)
+
+
+def _batch_problem(entry, label_key, num_classes):
+    """What is wrong with an unpickled batch (a few words), or None."""
+    if not isinstance(entry, dict):
+        return "a %s" % type(entry).__name__
+    missing = [k for k in ("data", label_key) if k not in entry]
+    if missing:
+        return "a dict without %s" % " or ".join(repr(k) for k in missing)
+    data, labels = _array(entry["data"]), _array(entry[label_key])
+    if data is None or labels is None:
+        return "%r that is not an array" % ("data" if data is None else label_key)
+    if data.ndim != 2 or data.shape[1] != 3072:
+        return "'data' of shape %s" % (data.shape,)
+    if data.dtype != np.uint8 and not _ints_within(data, 0, 255):
+        return "'data' of %s values outside 0..255" % data.dtype
+    if labels.ndim != 1 or len(labels) != len(data):
+        return "%d rows with labels of shape %s" % (len(data), labels.shape)
+    if not _ints_within(labels, 0, num_classes - 1):
+        if labels.dtype.kind not in "iu":
+            return "%r of %s" % (label_key, labels.dtype)
+        return "labels in %d..%d" % (labels.min(), labels.max())
+    return None
+
+
+def _array(value):
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError):  # ragged nested lists, say
+        return None
+
+
+def _ints_within(values, low, high):
+    return values.dtype.kind in "iu" and (
+        values.size == 0 or (int(values.min()) >= low and int(values.max()) <= high)
+    )
+
+
+def _arrays(batches):
+    data = np.concatenate([d for d, _ in batches])
+    labels = np.concatenate([y for _, y in batches])
     return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels)
 
 
@@ -213,17 +259,16 @@ def load_cifar(name, data_dir, allow_download=False, require=None):
         )
     root = folder(name, data_dir)
     if name == "cifar10":
-        train = [_unpickle(os.path.join(root, "data_batch_%d" % i)) for i in range(1, 6)]
-        test = [_unpickle(os.path.join(root, "test_batch"))]
-        key = "labels"
+        train_files, test_files = ["data_batch_%d" % i for i in range(1, 6)], ["test_batch"]
     else:
-        train, test = (
-            [_unpickle(os.path.join(root, "train"))],
-            [_unpickle(os.path.join(root, "test"))],
-        )
-        key = "fine_labels"
-    x_tr, y_tr = _arrays(train, key)
-    x_te, y_te = _arrays(test, key)
+        train_files, test_files = ["train"], ["test"]
+    key = "labels" if name == "cifar10" else "fine_labels"
+
+    def batches(files):
+        return [_batch(os.path.join(root, f), key, NUM_CLASSES[name]) for f in files]
+
+    x_tr, y_tr = _arrays(batches(train_files))
+    x_te, y_te = _arrays(batches(test_files))
     mean, std = NORMALIZATION[name]
     return Dataset(name, x_tr, y_tr, x_te, y_te, identity, sums, mean, std)
 

@@ -32,15 +32,24 @@ FULL_SIZES = {
 TRAIN_BATCH = 64  # train.resolve's default for every protocol
 
 
-def names(text, default, allowed, what):
-    out = text.split(",") if text else [default]
-    bad = [n for n in out if n not in allowed]
-    if bad:
-        raise SystemExit(
-            "bench: error: argument --%s: invalid choice %r (choose from %s)"
-            % (what, bad[0], ", ".join(sorted(allowed)))
-        )
-    return out
+def names(text, default):
+    return text.split(",") if text else [default]
+
+
+def names_problem(args):
+    """A bad name in --models/--optimizers (one line, for the parser's exit 2), or None."""
+    for what, text, allowed in (
+        ("models", args.models, MODEL_NAMES),
+        ("optimizers", args.optimizers, OPTIMIZERS),
+    ):
+        bad = [n for n in (text.split(",") if text is not None else []) if n not in allowed]
+        if bad:
+            return "argument --%s: invalid choice %r (choose from %s)" % (
+                what,
+                bad[0],
+                ", ".join(sorted(allowed)),
+            )
+    return None
 
 
 def eval_ms_per_img(model, x_uint8, mean, std, device, batch):
@@ -81,8 +90,8 @@ def run_probe(args, log):
     device, flags = setup(args)
     cuda = device.type == "cuda"
     fast = args.fast == "on" or (args.fast == "auto" and cuda)
-    models = names(args.models, args.model, MODEL_NAMES, "models")
-    optimizers = names(args.optimizers, args.optimizer, OPTIMIZERS, "optimizers")
+    models = names(args.models, args.model)  # checked by the parser (names_problem)
+    optimizers = names(args.optimizers, args.optimizer)
     eval_batch = args.eval_batch_size or default_eval_batch(device, args.batch_size)
     warmup = args.warmup or (6 if cuda and fast else 1)
     x, y, mean, std, identity = load_images(args, max(2048, eval_batch, 4 * args.batch_size))

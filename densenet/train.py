@@ -56,7 +56,12 @@ RESUME_NEUTRAL = (
     "overlap",  # same kernels, same bits: only when the weight gradients run
     "cpu_malloc",  # where freed host memory goes, not what is computed
     "download",
+    "stale_checkpoint",  # what to do with another config's checkpoint, not what is computed
 )
+# --stale-checkpoint: what a checkpoint made under another config gets. By hand it is refused
+# (it may be a run the user wants back); in the workflow, whose cell directories hold one
+# config at a time, it is obsolete and moved aside.
+STALE_CHECKPOINT = ("refuse", "restart")
 
 # Options added after checkpoints were first written, with the value that means "as before":
 # at that value they stay out of the resume key, so an older checkpoint still resumes.
@@ -156,8 +161,13 @@ class Cell(object):
 
     def __init__(self, out):
         self.out = out
+        self.began = False  # set once this run starts replacing the directory's files
         for name in ("metrics.csv", "summary.json", "env.json", "checkpoint.pt"):
             setattr(self, name.split(".")[0], os.path.join(out, name))
+
+    def holds_results(self):
+        """Whether another run's files are here: its result, its curve or its checkpoint."""
+        return any(os.path.exists(p) for p in (self.summary, self.metrics, self.checkpoint))
 
     def write_metrics(self, rows):
         atomic.write_csv(
@@ -165,30 +175,88 @@ class Cell(object):
         )
 
 
-def load_resume_state(cell, cfg, log):
-    """The checkpoint's state if it matches this config; None to start fresh."""
+class Resume(object):
+    """What the cell's checkpoint means for this run. Decided before anything is written and
+    carried out by begin(), so a run refused here leaves the directory as it was."""
+
+    def __init__(self, state=None, aside=None, why=None):
+        self.state = state  # the state to resume from, or None
+        self.aside = aside  # suffix the checkpoint is moved aside with (.corrupt, .stale)
+        self.why = why  # one line: why it is moved aside
+
+
+def inspect_checkpoint(cell, cfg):
+    """A Resume for the cell's checkpoint; ValueError for one made under another config
+    unless --stale-checkpoint restart."""
     if not os.path.exists(cell.checkpoint):
-        return None
+        return Resume()
     try:
         state = checkpoint.load(cell.checkpoint)
     except checkpoint.CheckpointError as exc:
-        bad = checkpoint.quarantine(cell.checkpoint)
-        log("%s; moved to %s, starting the cell from epoch 1" % (exc, os.path.basename(bad)))
-        return None
-    if state.get("config") != resume_key(cfg):
-        # Left-out LATER_OPTIONS keys show as their "as before" value.
-        old = dict(LATER_OPTIONS, **(state.get("config") or {}))
-        new = dict(LATER_OPTIONS, **resume_key(cfg))
-        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        raise ValueError(
-            "checkpoint %s was made with a different config (%s); remove it or use "
-            "another --out"
-            % (
-                cell.checkpoint,
-                ", ".join("%s: %r vs %r" % (k, old.get(k), new.get(k)) for k in diff),
-            )
+        return Resume(aside=".corrupt", why=str(exc))
+    if not isinstance(state, dict):
+        return Resume(aside=".corrupt", why="checkpoint %s holds no state" % cell.checkpoint)
+    if state.get("config") == resume_key(cfg):
+        return Resume(state=state)
+    why = "checkpoint %s was made with a different config (%s)" % (
+        cell.checkpoint,
+        config_diff(state.get("config") or {}, resume_key(cfg)),
+    )
+    if cfg.get("stale_checkpoint") != "restart":
+        raise ValueError(why + "; remove it, use another --out, or pass --stale-checkpoint restart")
+    return Resume(aside=".stale", why=why)
+
+
+def config_diff(old, new):
+    """`key: old vs new` for each resume-key difference; left-out LATER_OPTIONS keys show as
+    their "as before" value."""
+    old, new = dict(LATER_OPTIONS, **old), dict(LATER_OPTIONS, **new)
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return ", ".join("%s: %r vs %r" % (k, old.get(k), new.get(k)) for k in diff)
+
+
+def begin(cell, resume, env):
+    """This run's first write: from here on the directory is this run's. The summary.json it
+    supersedes goes first (a kill from here on leaves the cell `running`, never another run's
+    result beside this run's files), then the checkpoint decision is carried out and env.json
+    written."""
+    cell.began = True
+    if os.path.exists(cell.summary):
+        os.remove(cell.summary)
+    if resume.aside:
+        moved = checkpoint.quarantine(cell.checkpoint, resume.aside)
+        if resume.aside == ".stale" and os.path.exists(cell.metrics):
+            os.remove(cell.metrics)  # the stale checkpoint's rows, not this run's
+        note(
+            "%s; moved to %s, starting the cell from epoch 1"
+            % (resume.why, os.path.basename(moved))
         )
-    return state
+    atomic.write_json(cell.env, env)
+
+
+def record_failure(cell, cfg, reason):
+    """summary.json `failed` for a run that raised. A run refused before it began leaves
+    another run's files as they were: a `failed` summary would replace that run's result, or
+    mark its resumable checkpoint failed, for a run that never started."""
+    if not cell.began and cell.holds_results():
+        return
+    try:
+        atomic.write_json(cell.summary, summary("failed", cfg, [], None, None, reason=reason))
+    except OSError:
+        pass
+
+
+def fit_sizes(cfg, ds):
+    """--n-train/--n-test above the split's size use the whole split: say so, and record the
+    count used (as env.json's dataset record does), not the one asked for."""
+    for key, split, y in (("n_train", "training", ds.y_train), ("n_test", "test", ds.y_test)):
+        have = int(y.numel())
+        if cfg.get(key) is not None and cfg[key] > have:
+            note(
+                "note: --%s %d is more than the %d %s images of %s; using all %d"
+                % (key.replace("_", "-"), cfg[key], have, split, ds.name, have)
+            )
+            cfg[key] = have
 
 
 def summary(status, cfg, rows, wall_s, device, reason=None, extra=None):
@@ -241,9 +309,10 @@ def note(text):
     sys.stderr.flush()
 
 
-def run(cfg, log=print):
-    """Train one cell into cfg["out"]; returns the exit code (EXIT_*)."""
-    cell = Cell(cfg["out"])
+def run(cfg, log=print, cell=None):
+    """Train one cell into cfg["out"] (`cell`, a Cell of it, tells the caller whether the run
+    began); returns the exit code (EXIT_*)."""
+    cell = cell or Cell(cfg["out"])
     os.makedirs(cell.out, exist_ok=True)
     # One job writes a cell at a time: temp files left by a killed predecessor are garbage.
     stale = atomic.remove_stale_temps(cell.out)
@@ -272,20 +341,20 @@ def run(cfg, log=print):
         allow_download=cfg.get("download") == "on",
         require="official" if cfg.get("require_official") == "on" else None,
     )
+    fit_sizes(cfg, ds)
     if ds.identity not in ("official", "synthetic"):
         note(
             "warning: dataset identity is %s: results are not comparable with published numbers"
             % ds.identity
         )
-    atomic.write_json(
-        cell.env,
-        {
-            "environ": envinfo.environ(cfg.get("image_ref")),
-            "flags": flags,
-            "dataset": ds.info(),
-            "config": cfg,
-        },
-    )
+    resume = inspect_checkpoint(cell, cfg)  # may refuse: nothing of the cell is rewritten yet
+    env = {
+        "environ": envinfo.environ(cfg.get("image_ref")),
+        "flags": flags,
+        "dataset": ds.info(),
+        "config": cfg,
+    }
+    begin(cell, resume, env)
 
     model = build_model(
         cfg["model"],
@@ -298,7 +367,7 @@ def run(cfg, log=print):
     ).to(device)
     optimizer = make_optimizer(cfg["optimizer"], model.parameters(), cfg["lr"])
     rows, wall_s, start = [], 0.0, 0
-    state = load_resume_state(cell, cfg, note)
+    state = resume.state
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

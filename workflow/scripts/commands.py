@@ -10,6 +10,7 @@ import os
 import shlex
 
 import study
+import yaml
 
 
 def quote(args):
@@ -50,9 +51,14 @@ def train_args(cfg, params):
 
 def train_options(cfg):
     """`densenet train` options that do not change what a cell computes (not rule params,
-    so switching them never retrains finished cells)."""
+    so switching them never retrains finished cells).
+
+    A cell directory holds one config at a time: a checkpoint made under another (the study's
+    options changed after an interrupt, or with keep_checkpoint on) is obsolete, so the
+    trainer moves it aside and starts the cell afresh instead of failing it."""
     t = cfg["train"]
-    return ["--keep-checkpoint", t["keep_checkpoint"], "--overlap", t["overlap"]]
+    args = ["--stale-checkpoint", "restart", "--keep-checkpoint", t["keep_checkpoint"]]
+    return args + ["--overlap", t["overlap"]]
 
 
 def gradcheck_args(cfg, env_params):
@@ -80,6 +86,16 @@ def progress_args(python, script, study_dir):
     return [python, script, "--progress", "--manifest", manifest, "--out", study_dir + "/report"]
 
 
+def str_tag(text):
+    """`text`, or `!!str text` where YAML (Snakemake's --config parser) would read another
+    value from it."""
+    try:
+        same = yaml.safe_load(text) == text
+    except yaml.YAMLError:
+        same = False
+    return text if same else "!!str " + text
+
+
 def cli_args(configfiles, config):
     """--configfile/--config as Snakemake was given them, for each cell's rerun command.
 
@@ -90,6 +106,11 @@ def cli_args(configfiles, config):
     if config:
         args.append("--config")
         for key, value in sorted(config.items()):
+            if isinstance(value, str):
+                # A top-level value Snakemake already parsed: text stays text, and text that
+                # YAML would read as a number (a study named 2024) is tagged as a string.
+                args.append("%s=%s" % (key, str_tag(value)))
+                continue
             value = study.typed(json.loads(json.dumps(value, default=dict)))
             text = value if isinstance(value, str) else json.dumps(value)
             args.append("%s=%s" % (key, text))
