@@ -5,14 +5,50 @@ python -m report --results DIR --out DIR      # ad hoc: every cell directory und
 """
 
 import argparse
+import os
 import sys
 import time
 
 from report import aggregate, references, render, study
 
 
+class Parser(argparse.ArgumentParser):
+    """Bad arguments are one line naming the argument, exit 2 (DESIGN.md), without the usage
+    block argparse prints first."""
+
+    def error(self, message):
+        self.exit(2, "%s: error: %s\n" % (self.prog, message))
+
+
+def out_problem(path):
+    """None, or why --out cannot be the report's folder; checked before any cell is read."""
+    if not path:
+        return "expected a non-empty path"
+    if os.path.exists(path) and not os.path.isdir(path):
+        return "%r is a file, expected a directory" % path
+    # makedirs would fail on the first ancestor that is a file, after all the work.
+    above = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(above):
+        above = os.path.dirname(above)
+    if not os.path.isdir(above):
+        return "%r lies under the file %s, expected a directory" % (path, above)
+    return None
+
+
+def source_problems(args):
+    """(argument, problem) of each input path given that is not there: a typo must not
+    render a valid-looking empty report."""
+    if args.results is not None and not os.path.isdir(args.results):
+        what = "is not a folder" if os.path.exists(args.results) else "does not exist"
+        yield "--results", "%r %s (expected a folder of cell directories)" % (args.results, what)
+    # Only the implicit default (beside the manifest) is optional; a path given is meant.
+    if args.predicted is not None and not os.path.isfile(args.predicted):
+        what = "is not a file" if os.path.exists(args.predicted) else "does not exist"
+        yield "--predicted", "%r %s (expected a predicted_cost.json)" % (args.predicted, what)
+
+
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m report", description=__doc__.split("\n")[0])
+    parser = Parser(prog="python -m report", description=__doc__.split("\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--manifest", help="results/<study>/manifest.json written by the workflow")
     source.add_argument(
@@ -36,6 +72,11 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if not args.tolerance > 0:
         parser.error("--tolerance: %r must be > 0 (error points)" % args.tolerance)
+    problem = out_problem(args.out)
+    if problem:
+        parser.error("argument --out: " + problem)
+    for name, problem in source_problems(args):
+        parser.error("argument %s: %s" % (name, problem))
     return args
 
 
@@ -48,8 +89,14 @@ def main(argv=None):
             if args.manifest
             else study.from_results(args.results)
         )
-    except study.ManifestError as exc:
+    except study.StudyError as exc:
         sys.stderr.write("error: %s\n" % exc)
+        return 1
+    if args.results is not None and not (found.cells or found.envs):
+        sys.stderr.write(
+            "error: --results %s holds no cell or gradcheck directories (none has %s)\n"
+            % (args.results, ", ".join(study.CELL_MARKERS + ("gradcheck.json",)))
+        )
         return 1
     tables = aggregate.aggregate(found)
     path = render.render_report(found, tables, args.out, args.tolerance, args.predicted)

@@ -47,12 +47,22 @@ class CellFiles(object):
 
 
 def read_bytes(path):
-    """The file's bytes, or None when it does not exist (it may vanish between list and open)."""
+    """The file's bytes, or None when it does not exist (it may vanish between list and open).
+    Any other OSError (a directory in the file's place, no permission) is raised: the caller
+    names it as a problem of that file."""
     try:
         with open(path, "rb") as f:
             return f.read()
     except (FileNotFoundError, NotADirectoryError):
         return None
+
+
+def read_file(path, name):
+    """(bytes or None, problem or None): read_bytes, with an unreadable file as a problem."""
+    try:
+        return read_bytes(path), None
+    except OSError as exc:
+        return None, "%s: cannot be read (%s)" % (name, exc.strerror or type(exc).__name__)
 
 
 def parse_json(data, name):
@@ -114,7 +124,109 @@ def check_summary(summary):
         value = summary.get(key)
         if value is not None and not isinstance(value, (int, float)):
             return "summary.json: %s is %r, not a number" % (key, value)
+    return check_shape(summary, SHAPES["summary.json"], "summary.json")
+
+
+# What the aggregation (report/aggregate.py, report/gradients.py) reads inside each JSON file,
+# and the type it needs there; null or absent is always allowed. A nested dict is an object
+# whose own keys are checked; [dict] is a list of objects. Checked here, when the file is read,
+# so valid JSON of the wrong shape marks its cell corrupt instead of crashing the report.
+SCALAR = (str, int, float, bool)
+NUMBER = (int, float)
+# The recipe the aggregation and the paper comparison read from a cell's config.
+CONFIG_SHAPE = {
+    "epochs": int,
+    "n_train": int,
+    "n_test": int,
+    "batch_size": int,
+    "lr": NUMBER,
+    "dropout": NUMBER,
+    "augment_order": str,
+    "stem": str,
+}
+ENVIRON_SHAPE = {
+    "gpu": {"name": SCALAR, "capability": SCALAR, "driver": SCALAR},
+    "image": {"tag": SCALAR, "digest": SCALAR},
+    "torch": SCALAR,
+    "cuda": SCALAR,
+    "cudnn": SCALAR,
+    "host": SCALAR,
+    "git_sha": SCALAR,
+    "python": SCALAR,
+}
+SHAPES = {
+    "summary.json": {
+        "config": CONFIG_SHAPE,
+        "conv_kernels": {"kernels": [dict]},
+        "step_mode": str,
+        "reason": SCALAR,
+        "dataset_identity": SCALAR,
+        "epochs_done": int,
+    },
+    "env.json": {
+        "config": CONFIG_SHAPE,
+        "environ": ENVIRON_SHAPE,
+        "flags": {
+            "applicability": {},
+            "cudnn_enabled": SCALAR,
+            "cudnn_benchmark": SCALAR,
+            "cudnn_deterministic": SCALAR,
+            "tf32_effective": SCALAR,
+            "deterministic_algorithms": SCALAR,
+        },
+        "dataset": {"identity": SCALAR, "name": SCALAR},
+    },
+    "failure.json": {"reason": SCALAR, "exit_code": int},
+    "gradcheck.json": {
+        "config": {},
+        "environ": ENVIRON_SHAPE,
+        "layers": [dict],
+        "verdict": str,
+    },
+}
+TYPE_WORDS = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    int: "an integer",
+    NUMBER: "a number",
+    SCALAR: "a single value",
+}
+
+
+def check_shape(obj, shape, where):
+    """None, or a one-line problem naming the first key of obj whose value breaks shape."""
+    for key, want in shape.items():
+        value = obj.get(key)
+        if value is None:
+            continue
+        path = "%s: %s" % (where, key) if where.endswith(".json") else "%s.%s" % (where, key)
+        if isinstance(want, dict):
+            problem = _wrong_type(value, dict, path) or check_shape(value, want, path)
+        elif isinstance(want, list):
+            problem = _wrong_type(value, list, path) or _wrong_item(value, want[0], path)
+        else:
+            problem = _wrong_type(value, want, path)
+        if problem:
+            return problem
     return None
+
+
+def _wrong_item(values, want, path):
+    for i, value in enumerate(values):
+        problem = _wrong_type(value, want, "%s[%d]" % (path, i))
+        if problem:
+            return problem
+    return None
+
+
+def _wrong_type(value, want, path):
+    # bool is an int to isinstance; no key read as a number means true/false.
+    if isinstance(value, want) and not (want in (int, NUMBER) and isinstance(value, bool)):
+        return None
+    shown = json.dumps(value)
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    return "%s is %s, expected %s" % (path, shown, TYPE_WORDS[want])
 
 
 def read_dir(path):
@@ -133,20 +245,33 @@ def read_dir(path):
         ("env.json", "env"),
         ("gradcheck.json", "gradcheck"),
     ):
-        data = read_bytes(os.path.join(path, name)) if name in names else None
-        if data is None:
+        if name not in names:
             continue
-        obj, problem = parse_json(data, name)
-        if problem is None and name == "summary.json":
-            problem = check_summary(obj)
-            obj = None if problem else obj
-        setattr(cell, attr, obj)
+        data, problem = read_file(os.path.join(path, name), name)
+        if data is None and problem is None:
+            continue
+        obj = None
+        if problem is None:
+            obj, problem = parse_json(data, name)
+        if problem is None:
+            problem = check_json(obj, name)
+        # A file with a problem is never used as data.
+        setattr(cell, attr, None if problem else obj)
         if problem:
             cell.problems[name] = problem
-    data = read_bytes(os.path.join(path, "metrics.csv")) if "metrics.csv" in names else None
+    data = problem = None
+    if "metrics.csv" in names:
+        data, problem = read_file(os.path.join(path, "metrics.csv"), "metrics.csv")
     if data is not None:
         cell.metrics, problem = parse_metrics(data)
-        if problem:
-            cell.problems["metrics.csv"] = problem
+    if problem:
+        cell.problems["metrics.csv"] = problem
     cell.present = [n for n in cell.present if n != "metrics.csv" or data is not None]
     return cell
+
+
+def check_json(obj, name):
+    """None, or the problem of a parsed JSON object that breaks its file's contract."""
+    if name == "summary.json":
+        return check_summary(obj)
+    return check_shape(obj, SHAPES[name], name)

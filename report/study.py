@@ -28,7 +28,11 @@ ENV_PARAM_KEYS = ("torch", "device", "cudnn", "tf32", "canary")
 CELL_MARKERS = ("summary.json", "metrics.csv", "failure.json", "checkpoint.pt", "env.json")
 
 
-class ManifestError(Exception):
+class StudyError(Exception):
+    """The study's source (manifest or results folder) is unusable; one line naming it."""
+
+
+class ManifestError(StudyError):
     """The manifest cannot be read; the report refuses rather than guessing the study."""
 
 
@@ -53,11 +57,52 @@ def load_manifest(path):
             manifest = json.loads(f.read().decode("utf-8"))
     except FileNotFoundError:
         raise ManifestError("manifest %s does not exist" % path) from None
+    except IsADirectoryError:
+        raise ManifestError(
+            "manifest %s is a directory, expected the manifest.json file" % path
+        ) from None
+    except OSError as exc:
+        raise ManifestError("manifest %s cannot be read (%s)" % (path, exc.strerror)) from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise ManifestError("manifest %s is not valid JSON (%s)" % (path, exc)) from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("cells"), list):
         raise ManifestError("manifest %s has no 'cells' list" % path)
+    problem = manifest_problem(manifest)
+    if problem:
+        raise ManifestError("manifest %s: %s" % (path, problem))
     return manifest
+
+
+# The types from_manifest and the page rely on (docs/contracts.md, "Study manifest"); null or
+# absent is allowed everywhere except for the entries themselves.
+TOP_TYPES = {"study": str, "config_hash": str, "config": dict, "dataset_fallback": str}
+ENTRY_TYPES = {"id": (str, int), "dir": str, "params": dict, "env": str, "rerun": str}
+TYPE_WORDS = {str: "a string", dict: "an object", list: "a list", (str, int): "a string"}
+
+
+def manifest_problem(manifest):
+    """None, or one line naming the first value of the manifest whose type is wrong."""
+    if manifest.get("envs") is not None and not isinstance(manifest["envs"], list):
+        return _wrong("envs", manifest["envs"], list)
+    for key, want in TOP_TYPES.items():
+        if manifest.get(key) is not None and not isinstance(manifest[key], want):
+            return _wrong(key, manifest[key], want)
+    for section in ("cells", "envs"):
+        for i, entry in enumerate(manifest.get(section) or []):
+            where = "%s[%d]" % (section, i)
+            if not isinstance(entry, dict):
+                return _wrong(where, entry, dict)
+            for key, want in ENTRY_TYPES.items():
+                value = entry.get(key)
+                if value is not None and (not isinstance(value, want) or isinstance(value, bool)):
+                    return _wrong("%s.%s" % (where, key), value, want)
+    return None
+
+
+def _wrong(where, value, want):
+    shown = json.dumps(value)
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    return "%s is %s, expected %s" % (where, shown, TYPE_WORDS[want])
 
 
 def resolve_base(manifest_path, dirs):
@@ -84,8 +129,8 @@ def resolve_base(manifest_path, dirs):
 def from_manifest(path):
     """The study a manifest describes, with extra cell dirs found beside its cells."""
     manifest = load_manifest(path)
-    entries = [c for c in manifest["cells"] if isinstance(c, dict)]
-    env_entries = [e for e in manifest.get("envs") or [] if isinstance(e, dict)]
+    entries = manifest["cells"]
+    env_entries = manifest.get("envs") or []
     base = resolve_base(path, [c.get("dir") for c in entries + env_entries])
     study_dir = os.path.dirname(os.path.abspath(path))
     cells = []
@@ -129,6 +174,12 @@ def from_manifest(path):
 
 def from_results(results_dir):
     """An ad-hoc study: every cell and gradcheck directory found under results_dir."""
+    if not os.path.isdir(results_dir):
+        # os.walk of a missing folder finds nothing: a typo would render an empty report.
+        raise StudyError(
+            "--results %s %s (expected a folder of cell directories)"
+            % (results_dir, "is not a folder" if os.path.exists(results_dir) else "does not exist")
+        )
     cells = [_extra_cell(p, results_dir) for p in discover_cells(results_dir)]
     envs = [
         {"id": os.path.basename(p), "path": p, "params": {}, "in_manifest": False}

@@ -13,6 +13,7 @@ sys.path[:0] = [SCRIPTS, workflow.basedir]
 
 import commands  # noqa: E402
 import data_plan  # noqa: E402
+import image_lock  # noqa: E402
 import study  # noqa: E402
 from densenet import atomic  # noqa: E402  (standard library only at import)
 
@@ -38,15 +39,24 @@ def load_study():
     if files and not workflow.config_settings.replace_workflow_config:
         studies = [(os.path.relpath(p), read_yaml(p)) for p in files]
         study.check_study_files(read_yaml(DEFAULT_CONFIGFILE), studies)
-    merged = study.apply_overrides(config, workflow.config_settings.config)
-    cfg = study.validate(merged, read_yaml(SCHEMA))
-    lock = cfg["containers"]["lock"]
+    schema = read_yaml(SCHEMA)
+    merged = study.apply_overrides(config, workflow.config_settings.config, schema)
+    cfg = study.validate(merged, schema)
     if cfg["runner"] == "docker":
-        keys = read_yaml(lock).get("images", {}) if os.path.isfile(lock) else {}
-        study.check_torch_keys(cfg, keys, lock)
+        lock = cfg["containers"]["lock"]
+        study.check_torch_keys(cfg, lock_images(lock), lock)
     actions, effective, fallback = data_plan.plan(cfg["data"], cfg["axes"]["dataset"])
     cells, envs = study.build_matrix(cfg, effective)
     return cfg, actions, cells, envs, fallback
+
+
+def lock_images(lock):
+    """The image lock's key -> entry mapping, read as the docker runner reads it: a
+    missing or malformed lock is one line naming containers.lock, not a traceback."""
+    try:
+        return image_lock.read_images(lock)
+    except image_lock.LockError as exc:
+        raise study.ConfigError("config error: containers.lock: %s" % exc) from None
 
 
 try:

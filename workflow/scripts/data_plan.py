@@ -11,6 +11,8 @@ import os
 import socket
 import threading
 
+from study import ConfigError  # sibling module (workflow/scripts)
+
 # The files densenet/data.py loads (FILES there; tests/test_pipeline_config.py keeps the two
 # equal). Copied rather than imported: importing densenet pulls in torch, which would cost
 # seconds on every `snakemake -n`.
@@ -29,6 +31,36 @@ BUILDABLE = ("cifar10",)
 def present(name, data_dir):
     folder = os.path.join(data_dir, FOLDERS[name])
     return all(os.path.isfile(os.path.join(folder, f)) for f in FILES[name])
+
+
+def check_dir(name, data_dir):
+    """data.dir names the folder *above* cifar-10-batches-py / cifar-100-python. A common slip
+    names that folder itself: the plan would not see the files there and would download or
+    build a second copy inside it, without saying why."""
+    path = os.path.normpath(data_dir)
+    above = os.path.dirname(path) or "."
+    if all(os.path.isfile(os.path.join(path, f)) for f in FILES[name]):
+        raise ConfigError(
+            "config error: data.dir: %s holds the %s files itself; set it to the folder "
+            "above (%s), which holds %s" % (data_dir, NAMES[name], above, FOLDERS[name])
+        )
+    if os.path.basename(path) in FOLDERS.values():
+        raise ConfigError(
+            "config error: data.dir: %s is a dataset folder itself; set it to the folder "
+            "above (%s), where %s goes" % (data_dir, above, FOLDERS[name])
+        )
+
+
+def builder_problem(builder):
+    """Why the configured builder cannot run (None when it can). A wrong path is the config's
+    mistake: with `fallback: none` it is a config error, with `fallback: synthetic` the
+    fallback sentence names it (a checkout without ../shared, where the default config's
+    builder lives, still runs the default study on synthetic data, loudly)."""
+    if not os.path.exists(builder):
+        return "data.builder: %s does not exist" % builder
+    if not os.path.isfile(builder):
+        return "data.builder: %s is not a file (expected the builder script)" % builder
+    return None
 
 
 def network_reachable(address=DOWNLOAD_HOST, timeout=3.0):
@@ -59,6 +91,33 @@ def network_reachable_once():
     return cached == "yes"
 
 
+def action(name, data_cfg, network):
+    """(how, why) for one real dataset: how is identify | download | build, or None = fall
+    back to synthetic; why names a configured builder that cannot run, else None."""
+    builder = data_cfg["builder"]
+    can_build = bool(builder) and name in BUILDABLE and not data_cfg["require_official"]
+    can_fall_back = data_cfg["fallback"] == "synthetic"
+    can_download = data_cfg["download"] in ("auto", "on")
+    if present(name, data_cfg["dir"]):
+        return "identify", None
+    check_dir(name, data_cfg["dir"])
+    if can_download and (data_cfg["download"] == "on" or not (can_build or can_fall_back)):
+        # Told to, or nothing else to try: no need to probe (it costs seconds on every
+        # `snakemake -n`); prepare_data downloads, or fails with its one-line reason.
+        return "download", None
+    if can_download and network():
+        return "download", None
+    why = builder_problem(builder) if can_build else None
+    if can_build and why is None:
+        return "build", None
+    if can_fall_back:
+        return None, why
+    if why:
+        raise ConfigError("config error: %s (set the builder script's path, or null)" % why)
+    # download off, nothing to build: prepare_data says what is missing at run time.
+    return "identify", None
+
+
 def plan(data_cfg, datasets, network=network_reachable_once):
     """Decide, per dataset of the study, how prepare_data gets it.
 
@@ -66,37 +125,24 @@ def plan(data_cfg, datasets, network=network_reachable_once):
     identify | download | build; effective maps each requested dataset to the one trained on;
     fallback is None or the sentence the manifest and the report show.
     """
-    actions, effective, missing = {}, {}, []
+    actions, effective, missing, whys = {}, {}, [], []
     for name in datasets:
         effective[name] = name
         if name == "synthetic":
             continue
-        builder = data_cfg["builder"]
-        can_build = bool(builder) and name in BUILDABLE and os.path.isfile(builder)
-        can_build = can_build and not data_cfg["require_official"]
-        can_fall_back = data_cfg["fallback"] == "synthetic"
-        can_download = data_cfg["download"] in ("auto", "on")
-        if present(name, data_cfg["dir"]):
-            actions[name] = "identify"
-        elif can_download and (data_cfg["download"] == "on" or not (can_build or can_fall_back)):
-            # Told to, or nothing else to try: no need to probe (it costs seconds on every
-            # `snakemake -n`); prepare_data downloads, or fails with its one-line reason.
-            actions[name] = "download"
-        elif can_download and network():
-            actions[name] = "download"
-        elif can_build:
-            actions[name] = "build"
-        elif can_fall_back:
+        how, why = action(name, data_cfg, network)
+        if how is None:
             effective[name] = "synthetic"
             missing.append(name)
+            whys += [why] if why and why not in whys else []
         else:
-            # download off, nothing to build: prepare_data says what is missing at run time.
-            actions[name] = "identify"
+            actions[name] = how
     fallback = None
     if missing:
+        offline = "not buildable offline" + ("".join(" (%s)" % w for w in whys))
         fallback = (
-            "%s not found under %s, not downloadable (no network) and not buildable offline: "
-            "the study trains on the generated `synthetic` dataset instead, so no published "
-            "comparison is possible" % (" and ".join(NAMES[n] for n in missing), data_cfg["dir"])
+            "%s not found under %s, not downloadable (no network) and %s: the study trains on "
+            "the generated `synthetic` dataset instead, so no published comparison is possible"
+            % (" and ".join(NAMES[n] for n in missing), data_cfg["dir"], offline)
         )
     return actions, effective, fallback

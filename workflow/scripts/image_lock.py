@@ -31,17 +31,43 @@ def entries(text):
     return images
 
 
-def read_entry(path, key):
-    """The entry of `key` as a dict with `key` added; LockError when it is not there."""
+def read_images(path):
+    """The key -> entry mapping of the lock file at `path`; LockError (one line naming the
+    file and what is wrong) when it is missing, unreadable, not YAML or not that mapping."""
     try:
         with open(path) as f:
-            images = entries(f.read())
-    except (OSError, yaml.YAMLError, LockError) as exc:
-        raise LockError("%s: %s" % (path, str(exc).splitlines()[0])) from exc
+            return entries(f.read())
+    except FileNotFoundError:
+        raise LockError("%s does not exist" % path) from None
+    except IsADirectoryError:
+        raise LockError("%s is a directory, expected the lock file" % path) from None
+    except OSError as exc:
+        raise LockError("%s cannot be read (%s)" % (path, exc.strerror)) from None
+    except yaml.YAMLError as exc:
+        raise LockError("%s is not valid YAML (%s)" % (path, yaml_problem(exc))) from None
+    except LockError as exc:
+        raise LockError("%s: %s" % (path, exc)) from None
+
+
+def yaml_problem(exc):
+    """'line 2: expected the node content ...' from a YAMLError (its text spans lines)."""
+    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+    if mark is not None and problem:
+        return "line %d: %s" % (mark.line + 1, problem)
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def read_entry(path, key):
+    """The entry of `key` as a dict with `key` added; LockError when it is not there."""
+    images = read_images(path)
     if key not in images:
         raise LockError(
             "%s has no image for torch %r (keys: %s)"
             % (path, key, ", ".join(sorted(map(str, images))))
+        )
+    if not isinstance(images[key], dict):
+        raise LockError(
+            "%s: the entry of %r is %r, expected a mapping {tag, digest}" % (path, key, images[key])
         )
     entry = dict(images[key])
     entry["key"] = key

@@ -18,22 +18,56 @@ no probe covers gets predicted_s null and says so. Host side: standard library o
 may have no torch; densenet.atomic imports none).
 """
 
-import argparse
 import json
 import math
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+# The script's folder (its sibling modules) and the repo root (densenet).
+sys.path[:0] = [HERE, os.path.dirname(os.path.dirname(HERE))]
+
+from parsers import Parser  # noqa: E402
 
 from densenet import atomic  # noqa: E402  (standard library only at import)
 
 SIZE_KEYS = ("epochs", "n_train", "n_test", "batch_size")
 
 
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
+class InputError(Exception):
+    """A manifest or probe that cannot be used; one line naming the file."""
+
+
+def read_json(path, what):
+    """The JSON object of `path` (`what`: manifest, cost probe); InputError when the file is
+    missing, unreadable, not JSON or not an object."""
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read().decode("utf-8"))
+    except OSError as exc:
+        raise InputError("%s: cannot read the %s (%s)" % (path, what, exc.strerror)) from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InputError("%s: the %s is not valid JSON (%s)" % (path, what, exc)) from None
+    if not isinstance(data, dict):
+        raise InputError(
+            "%s: expected the %s as a JSON object, found %s" % (path, what, type(data).__name__)
+        )
+    return data
+
+
+def read_probe(path):
+    probe = read_json(path, "cost probe")
+    if probe.get("kind") != "cost-probe":
+        raise InputError("%s is not a cost probe (bench --probe output)" % path)
+    return probe
+
+
+def read_manifest(path):
+    manifest = read_json(path, "manifest")
+    cells = manifest.get("cells")
+    if not isinstance(cells, list) or not all(isinstance(c, dict) for c in cells):
+        raise InputError("%s: the manifest has no 'cells' list of objects" % path)
+    return manifest
 
 
 def cell_sizes(params, overrides, probe):
@@ -132,19 +166,26 @@ def probe_args(cells, env_id, env_params):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = Parser(description=__doc__.splitlines()[0])
     ap.add_argument("--manifest", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("probes", nargs="+", help="cost probe JSON files (bench --probe)")
     args = ap.parse_args(argv)
-    probes = []
-    for path in args.probes:
-        probe = read_json(path)
-        if probe.get("kind") != "cost-probe":
-            sys.stderr.write("error: %s is not a cost probe (bench --probe output)\n" % path)
-            return 2
-        probes.append(probe)
-    out = predict(read_json(args.manifest), probes)
+    try:
+        probes = [read_probe(path) for path in args.probes]
+        manifest = read_manifest(args.manifest)
+    except InputError as exc:
+        sys.stderr.write("error: %s\n" % exc)
+        return 2
+    try:
+        out = predict(manifest, probes)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        # A probe or manifest of another version: say so rather than print a traceback.
+        sys.stderr.write(
+            "error: %s, %s: unexpected content (%s: %s)\n"
+            % (args.manifest, " ".join(args.probes), type(exc).__name__, exc)
+        )
+        return 2
     atomic.write_json(args.out, out)
     known = [v["predicted_s"] for v in out.values() if v["predicted_s"] is not None]
     total = sum(known)

@@ -8,15 +8,19 @@ itself stays where the study's config points, outside Snakemake's bookkeeping, s
 rerun never deletes an official copy. Errors: one line on stderr, exit 1.
 """
 
-import argparse
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, REPO)
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+# The script's folder (its sibling modules; runpy and Snakemake's script: do not add it) and
+# the repo root (densenet).
+sys.path[:0] = [HERE, REPO]
+
+from parsers import Parser  # noqa: E402
 
 from densenet import atomic, data  # noqa: E402  (the repo root is not on sys.path by default)
 
@@ -33,8 +37,18 @@ def build(builder, name, data_dir):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def builder_problem(builder):
+    """None, or why --builder cannot build (checked before the data dir is touched)."""
+    if not builder:
+        return "required with --action build (the offline builder script)"
+    if not os.path.isfile(builder):
+        what = "is not a file" if os.path.exists(builder) else "does not exist"
+        return "%r %s (expected the offline builder script)" % (builder, what)
+    return None
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = Parser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", required=True, choices=sorted(data.FOLDERS))
     p.add_argument("--data-dir", required=True)
     p.add_argument("--action", required=True, choices=("identify", "download", "build"))
@@ -42,6 +56,10 @@ def main(argv=None):
     p.add_argument("--require-official", action="store_true")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
+    if args.action == "build":
+        problem = builder_problem(args.builder)
+        if problem:
+            p.error("argument --builder: " + problem)
 
     name, data_dir = args.dataset, args.data_dir
     missing = data.missing_files(name, data_dir)

@@ -9,7 +9,6 @@ re-render after each finished cell: it never waits (another render holding the l
 show this cell, or the final render will), never fails its job, and says why it skipped.
 """
 
-import argparse
 import fcntl
 import os
 import shutil
@@ -17,7 +16,11 @@ import subprocess
 import sys
 import tempfile
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)  # its sibling modules (runpy does not add the script's folder)
+
+from parsers import Parser  # noqa: E402
 
 
 def swap_in(tmp, out):
@@ -53,7 +56,7 @@ def render(manifest, out):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = Parser(description=__doc__.splitlines()[0])
     p.add_argument("--manifest", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--progress", action="store_true", help="best effort: never wait, never fail")

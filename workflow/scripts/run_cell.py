@@ -28,6 +28,7 @@ sys.path[:0] = [HERE, REPO]
 
 import gpu_slots  # noqa: E402  (sibling modules; workflow/scripts is not a package)
 from job_signals import Interrupted, catch_signals, restore_signals  # noqa: E402
+from parsers import Parser  # noqa: E402
 
 from densenet import atomic, gitinfo  # noqa: E402  (standard library only: no torch here)
 
@@ -170,8 +171,41 @@ def outcome(command, cell_dir):
     return True, None
 
 
+def dir_problem(path):
+    """None, or why `path` cannot be (made) a directory: checked before anything is touched."""
+    if not path:
+        return "expected a non-empty path"
+    if os.path.exists(path) and not os.path.isdir(path):
+        return "%r is a file, expected a directory" % path
+    above = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(above):
+        above = os.path.dirname(above)
+    if not os.path.isdir(above):
+        return "%r lies under the file %s, expected a directory" % (path, above)
+    return None
+
+
+def child_error(lines):
+    """The text of the child's last `error:` line (densenet's one-line failure or usage
+    error, e.g. "python -m densenet train: error: argument --model: ..."), or None."""
+    for line in reversed(lines):
+        head, sep, text = line.partition("error: ")
+        if sep and (not head or head.endswith(": ")) and not head.startswith("run_cell"):
+            return text.strip() or None
+    return None
+
+
+def prepare_dir(cell_dir, command):
+    """Make the cell directory and remove the stale verdicts of an earlier run, which must
+    not decide this one (OSError, e.g. a directory where summary.json should be)."""
+    os.makedirs(cell_dir, exist_ok=True)
+    for name in ("failure.json", RESULTS.get(command)):
+        if name and os.path.lexists(os.path.join(cell_dir, name)):
+            os.remove(os.path.join(cell_dir, name))
+
+
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = Parser(description=__doc__.splitlines()[0])
     p.add_argument("--runner", required=True, choices=("local", "docker"))
     p.add_argument("--torch", required=True, help="lock key (docker) or `local`")
     p.add_argument("--cell-dir", required=True)
@@ -189,18 +223,22 @@ def parse_args(argv):
     for flag in ("--out", "--data-dir"):
         if flag in args.command:
             p.error("%s is set by the runner; leave it out of the densenet arguments" % flag)
+    problem = dir_problem(args.cell_dir)
+    if problem:
+        p.error("argument --cell-dir: " + problem)
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
     command, cell_dir = args.command[0], args.cell_dir
-    os.makedirs(cell_dir, exist_ok=True)
+    try:
+        prepare_dir(cell_dir, command)
+    except OSError as exc:  # no permission, a full disk: no job ran, nothing to record
+        where = exc.filename or cell_dir
+        sys.stderr.write("run_cell: error: --cell-dir: %s: %s\n" % (where, exc.strerror))
+        return 1
     failure_path = os.path.join(cell_dir, "failure.json")
-    # Stale verdicts of an earlier run must not decide this one.
-    for name in ("failure.json", RESULTS.get(command)):
-        if name and os.path.exists(os.path.join(cell_dir, name)):
-            os.remove(os.path.join(cell_dir, name))
     log = Log()
     try:
         with gpu_slots.claim(args.gpu, log) as gpu:
@@ -225,6 +263,10 @@ def main(argv=None):
         ok, reason = outcome(command, cell_dir)
         if ok:
             return 0
+        name = RESULTS.get(command)
+        if name is None or not os.path.exists(os.path.join(cell_dir, name)):
+            # No result to read a reason from: the child's own one-line error says why.
+            reason = child_error(log.tail) or reason
         code = code or 1  # exit 0 without a result is still a failure
     record = {
         "status": "failed",

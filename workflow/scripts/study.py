@@ -81,8 +81,10 @@ def describe(error):
         return "%s: %r is not one of %s" % (where, value, allowed)
     if kind == "type":
         expected = error.validator_value
+        text = "string" in (expected if isinstance(expected, list) else [expected])
         expected = " or ".join(expected) if isinstance(expected, list) else expected
-        return "%s: expected %s, got %r" % (where, expected, value)
+        hint = quote_hint(where, text, value)
+        return "%s: expected %s, got %r%s" % (where, expected, value, hint)
     if kind == "minItems":
         return "%s: empty axis or list (give at least %d value)" % (where, error.validator_value)
     if kind == "uniqueItems":
@@ -92,27 +94,83 @@ def describe(error):
     return "%s: %s" % (where, error.message.replace("\n", " "))
 
 
-def typed(value):
+def quote_hint(where, text_expected, value):
+    """Why a number stands where text was meant, and the fix. YAML reads 2024 or 2.10 as
+    numbers (2.10 as 2.1), and so does Snakemake for a top-level --config value, whose quotes
+    it strips; converting the number back could not restore '2.10', so the text must be
+    marked as text where it is written."""
+    if not text_expected or not isinstance(value, (bool, int, float)):
+        return ""
+    kind = "boolean" if isinstance(value, bool) else "number"
+    how = 'quote it as written ("...") in the YAML file'
+    if "." not in where and "[" not in where:
+        how = (
+            "write %s: \"...\" in a YAML file, or --config '%s=!!str ...' (Snakemake "
+            "drops quotes from --config values)" % (where, where)
+        )
+    return " (read as a %s; %s)" % (kind, how)
+
+
+def typed(value, schema=None, root=None):
     """Snakemake parses nested --config values with YAML's BaseLoader, so every leaf arrives
-    as a string ('200', 'null'); read such leaves again as YAML scalars."""
+    as a string ('200', 'null'); read such leaves again as YAML scalars. Where the schema
+    says a key is text (a study name, a torch key), the string is kept as given: read as
+    YAML, '2.10' would become the number 2.1 and name another image."""
+    root = schema if root is None else root
+    schema = resolve(schema or {}, root)
     if isinstance(value, dict):
-        return {k: typed(v) for k, v in value.items()}
+        props = schema.get("properties", {})
+        return {k: typed(v, props.get(k), root) for k, v in value.items()}
     if isinstance(value, list):
-        return [typed(v) for v in value]
+        return [typed(v, schema.get("items"), root) for v in value]
     if isinstance(value, str):
         try:
             loaded = yaml.safe_load(value)
         except yaml.YAMLError:
             return value
+        if is_text(schema) and not (loaded is None and allows_null(schema)):
+            return value
+        if isinstance(loaded, float) and "number" not in schema_types(schema):
+            # No key is a float unless the schema says so: a float is text read as a number
+            # (a torch key "2.10" as 2.1), also where no schema is given (rerun commands).
+            return value
         return loaded if loaded is None or isinstance(loaded, (bool, int, float, str)) else value
     return value
 
 
-def apply_overrides(config, overrides):
-    """config with the --config overrides (Snakemake's parse) merged in again, typed."""
+def resolve(schema, root):
+    """schema with a local $ref ('#/definitions/x') followed."""
+    ref = schema.get("$ref", "") if isinstance(schema, dict) else ""
+    if not ref.startswith("#/"):
+        return schema if isinstance(schema, dict) else {}
+    node = root
+    for part in ref[2:].split("/"):
+        node = node.get(part, {})
+    return resolve(node, root)
+
+
+def schema_types(schema):
+    kind = schema.get("type", [])
+    return [kind] if isinstance(kind, str) else list(kind)
+
+
+def is_text(schema):
+    """A key whose only non-null type is string (no on/off boolean spelling to read)."""
+    return [t for t in schema_types(schema) if t != "null"] == ["string"]
+
+
+def allows_null(schema):
+    return "null" in schema_types(schema)
+
+
+def apply_overrides(config, overrides, schema=None):
+    """config with the --config overrides (Snakemake's parse) merged in again, typed (by
+    the schema, where given)."""
     merged = copy.deepcopy(dict(config))
+    props = (schema or {}).get("properties", {})
     for key, value in overrides.items():
-        value = typed(json.loads(json.dumps(value, default=dict)))
+        value = json.loads(json.dumps(value, default=dict))
+        value = typed(value, props.get(key), schema)
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = merge(merged[key], value)
         else:
@@ -195,7 +253,7 @@ def check_torch_keys(cfg, lock_keys, lock_path):
         if key not in lock_keys:
             raise ConfigError(
                 "config error: axes.torch: %r is not a key of %s (keys: %s)"
-                % (key, lock_path, ", ".join(sorted(lock_keys)) or "none")
+                % (key, lock_path, ", ".join(sorted(map(str, lock_keys))) or "none")
             )
 
 
