@@ -1,5 +1,6 @@
 """Shared fixtures: paths, the offline CIFAR-10 rebuild, and a runner for `python -m densenet`."""
 
+import contextlib
 import json
 import os
 import signal
@@ -22,13 +23,46 @@ def repo():
 def cifar10_jpeg75(tmp_path_factory):
     """A data dir holding cifar-10-batches-py rebuilt from ../shared (about 20 s, once)."""
     if not os.path.isfile(JPEG75_BUILD):
-        pytest.skip("offline CIFAR-10 rebuild not found at %s" % JPEG75_BUILD)
+        why = "offline CIFAR-10 rebuild not found at %s" % JPEG75_BUILD
+        # CI has ../shared and sets REQUIRE_SHARED_DATA=1 (.ci/run): there a checkout that is
+        # not beside shared/ must fail, not silently skip every real-data test.
+        if os.environ.get("REQUIRE_SHARED_DATA") == "1":
+            pytest.fail(why + " (REQUIRE_SHARED_DATA=1)")
+        pytest.skip(why)
     cached = os.environ.get("DENSENET_TEST_CIFAR10")
     if cached and os.path.isfile(os.path.join(cached, "cifar-10-batches-py", "test_batch")):
         return cached
     out = str(tmp_path_factory.mktemp("cifar10-jpeg75"))
     subprocess.run([sys.executable, JPEG75_BUILD, out], check=True, capture_output=True)
     return out
+
+
+@contextlib.contextmanager
+def bottleneck_runs(model):
+    """Count, per dense layer with a bottleneck (by module name), how often its 1x1 convolution
+    runs. The efficient mode must run it twice per training step (forward, then again when
+    backward recomputes what checkpointing did not store), the normal mode once: equal results
+    alone cannot tell a checkpointed model from one whose efficient flag was silently lost.
+
+    A forward pre-hook, not a forward hook: torch's non-reentrant checkpoint may stop the
+    recomputation as soon as the last tensor it needs is saved, inside the convolution, before
+    a forward hook would run."""
+    from densenet.models import DenseLayer
+
+    counts, handles = {}, []
+    for name, m in model.named_modules():
+        if isinstance(m, DenseLayer) and m.conv1 is not None:
+            counts[name] = 0
+
+            def count(module, inputs, name=name):
+                counts[name] += 1
+
+            handles.append(m.conv1.register_forward_pre_hook(count))
+    try:
+        yield counts
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def read_json(path):

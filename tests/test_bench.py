@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, densenet, start_densenet
+from conftest import REPO, bottleneck_runs, densenet, start_densenet
 from trainlib import TINY_BENCH
 
 sys.path.insert(0, os.path.join(REPO, "workflow", "scripts"))
@@ -63,10 +63,34 @@ def test_bench_json_holds_both_sides_of_each_ratio(bench):
 
 @pytest.mark.slow
 def test_bench_fast_and_efficient_compute_what_eager_computes(bench):
+    # Equal also when efficient mode does not checkpoint: the next test shows that it does.
     agreement = bench[0]["steps"]["agreement"]
     for name in ("fast_vs_eager", "efficient_vs_fast"):
         assert agreement[name]["bitwise_equal"], agreement[name]
         assert agreement[name]["steps"] == [3, 3]
+
+
+def test_the_benchs_efficient_runner_checkpoints_and_its_fast_runner_does_not():
+    # efficient_vs_fast (above) is bitwise equal just as well between two normal models, and
+    # the CPU's peak memory is too coarse to tell them apart at batch 4: the bench's own runners,
+    # built from its RUNNERS table, must differ in the one way the comparison is about, the
+    # recomputation of every bottleneck in backward.
+    from densenet.bench import RUNNERS, Runner
+    from densenet.cli import build_parser
+
+    # --out is required by the parser; nothing here writes it.
+    args = build_parser().parse_args(["bench", "--out", "unused.json", *TINY_BENCH])
+    gen = torch.Generator().manual_seed(0)
+    batch = (torch.randn(4, 3, 32, 32, generator=gen), torch.randint(0, 10, (4,), generator=gen))
+    runs = {}
+    for name, fast, efficient, compiled in RUNNERS:
+        if name in ("fast", "efficient"):
+            cpu, log = torch.device("cpu"), lambda *a: None
+            runner = Runner(name, args.model, fast, efficient, cpu, args, log, compiled=compiled)
+            with bottleneck_runs(runner.model) as runs[name]:
+                runner([batch])
+    assert len(runs["fast"]) == 18 and set(runs["fast"].values()) == {1}, runs["fast"]
+    assert runs["efficient"] == dict.fromkeys(runs["fast"], 2), runs["efficient"]
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ half of the temp file is written) and, as root, a real tmpfs too small for the n
 """
 
 import errno
+import itertools
 import os
 import shutil
 import subprocess
@@ -96,10 +97,25 @@ def snapshot(folder):
     return {n: open(os.path.join(folder, n), "rb").read() for n in sorted(os.listdir(folder))}
 
 
+FINAL_ERRORS = itertools.count(63)  # the fixture's clean cell ends at 62%
+
+
+def change_the_study(manifest):
+    """Rewrite the clean cell (curve and summary) with a final error no render has shown yet.
+    A render of the same study would rewrite the report byte for byte, so "the old bytes are
+    still there" could not tell a kept version from a rewritten one; after this, a render that
+    gets through must change runs.csv, curves.csv and report.html."""
+    clean = read_json(manifest)["cells"][0]["params"]
+    assert clean["canary"] == "none"
+    root = os.path.dirname(manifest)
+    fx.write_cell(root, clean, final_err=float(next(FINAL_ERRORS)), identity="cifar10-jpeg75")
+
+
 @pytest.mark.parametrize("name", ["runs.csv", "curves.csv", "report.html"])
 def test_enospc_while_rendering_keeps_the_previous_report(name, rendered_study, monkeypatch):
     manifest, out = rendered_study
     before = snapshot(out)
+    change_the_study(manifest)
     fill_disk(monkeypatch, report.atomic, name)
     with pytest.raises(OSError) as err:
         report_main(["--manifest", manifest, "--out", out])
@@ -109,6 +125,11 @@ def test_enospc_while_rendering_keeps_the_previous_report(name, rendered_study, 
     assert after[name] == before[name]  # the file being written: untouched
     # report.html goes last, so the page never links to CSVs that were not written.
     assert after["report.html"] == before["report.html"]
+    # The control: with space again the same render replaces both, so the equalities above
+    # are the previous version kept, not the same bytes written again.
+    assert report_main(["--manifest", manifest, "--out", out]) == 0
+    again = snapshot(out)
+    assert again[name] != before[name] and again["report.html"] != before["report.html"]
 
 
 def test_enospc_in_the_workflow_render_keeps_the_previous_report(rendered_study, monkeypatch):
@@ -116,7 +137,8 @@ def test_enospc_in_the_workflow_render_keeps_the_previous_report(rendered_study,
     renderer succeeds: a renderer dying of ENOSPC (here in a real subprocess, through
     tests/faultinject.py) leaves the published folder as it was and no temp folder."""
     manifest, out = rendered_study
-    before = snapshot(out)
+    before, folder = snapshot(out), os.stat(out).st_ino
+    change_the_study(manifest)
     real_call = subprocess.call
 
     def report_on_a_full_disk(argv, **kwargs):
@@ -126,8 +148,18 @@ def test_enospc_in_the_workflow_render_keeps_the_previous_report(rendered_study,
 
     monkeypatch.setattr(render_report.subprocess, "call", report_on_a_full_disk)
     assert render_report.main(["--manifest", manifest, "--out", out]) != 0
-    assert snapshot(out) == before
+    # The same folder with the same bytes: the renderer wrote the changed study's CSVs before
+    # it died, so a render straight into --out would show here.
+    assert snapshot(out) == before and os.stat(out).st_ino == folder
     parent = os.path.dirname(out)
+    assert not [n for n in os.listdir(parent) if n.startswith(".report-")]
+    # The control: with space again, a new folder holding the changed study is swapped in.
+    monkeypatch.setattr(render_report.subprocess, "call", real_call)
+    assert render_report.main(["--manifest", manifest, "--out", out]) == 0
+    again = snapshot(out)
+    assert os.stat(out).st_ino != folder and sorted(again) == sorted(before)
+    assert again["runs.csv"] != before["runs.csv"]
+    assert again["report.html"] != before["report.html"]
     assert not [n for n in os.listdir(parent) if n.startswith(".report-")]
 
 

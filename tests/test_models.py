@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import bottleneck_runs
 
 from densenet.models import MODEL_NAMES, build_model, count_params
 
@@ -68,11 +69,17 @@ def test_efficient_mode_same_gradients():
     torch.manual_seed(0)
     m = build_model("densenet-bc40-k12").double()
     x = torch.randn(4, 3, 32, 32, dtype=torch.float64)
-    m(x).sum().backward()
+    with bottleneck_runs(m) as normal:
+        m(x).sum().backward()
     ref = [p.grad.clone() for p in m.parameters()]
     m.zero_grad()
     m.set_efficient(True)
-    m(x).sum().backward()
+    with bottleneck_runs(m) as efficient:
+        m(x).sum().backward()
+    # Same gradients prove nothing if set_efficient did not take: backward must have run every
+    # bottleneck a second time (the checkpoint's recomputation).
+    assert len(normal) == 18 and set(normal.values()) == {1}, normal
+    assert efficient == dict.fromkeys(normal, 2), efficient
     for r, p in zip(ref, m.parameters()):
         assert torch.allclose(r, p.grad, rtol=1e-10, atol=1e-12)
 

@@ -3,6 +3,10 @@
 On the CPU there is no second stream, so these run the same split backward in order: every
 weight gradient, the optimizer hook and the copies a cell profiles are checked here; that the
 side stream keeps the bits is checked on the GPU (bench's fast_vs_serial, BENCHMARKS.md).
+On the CPU the split backward calls the very op autograd's own convolution backward calls, and
+the join does nothing, so equal gradients alone would hold without either: the tests also check
+that every routed convolution is a _Conv2d node of the autograd graph and that the optimizer
+calls the join before each step.
 """
 
 import copy
@@ -25,10 +29,36 @@ def batch(n=4, seed=1):
     return torch.randn(n, 3, 32, 32, generator=gen), torch.randint(0, 10, (n,), generator=gen)
 
 
-def grads(model, x, y):
+def node_counts(loss):
+    """How many nodes of each kind (e.g. _Conv2dBackward) the autograd graph of `loss` holds."""
+    counts, seen, todo = {}, set(), [loss.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        counts[type(node).__name__] = counts.get(type(node).__name__, 0) + 1
+        todo.extend(fn for fn, _ in node.next_functions)
+    return counts
+
+
+def backward(model, x, y):
+    """(the kinds of node in the loss's backward graph, the parameter gradients) of one batch."""
     model.zero_grad(set_to_none=True)
-    F.cross_entropy(model(x), y).backward()
-    return [p.grad.clone() for p in model.parameters()]
+    loss = F.cross_entropy(model(x), y)
+    nodes = node_counts(loss)
+    loss.backward()
+    return nodes, [p.grad.clone() for p in model.parameters()]
+
+
+def grads(model, x, y):
+    return backward(model, x, y)[1]
+
+
+def routed_through_split_backward(nodes, n_conv):
+    """Every routed convolution is a _Conv2d node and none is left to autograd's own
+    convolution backward (ConvolutionBackward0, or another name on another torch)."""
+    return nodes.get("_Conv2dBackward") == n_conv and not [n for n in nodes if "Convolution" in n]
 
 
 def twins(**kw):
@@ -44,15 +74,18 @@ def test_split_backward_gives_the_same_gradients_bitwise():
     n_conv = sum(type(m) is nn.Conv2d for m in plain.modules())
     assert overlap.install(routed, opt, CPU) == n_conv > 30
     x, y = batch()
-    for a, b in zip(grads(plain, x, y), grads(routed, x, y)):
+    nodes, got = backward(routed, x, y)
+    assert routed_through_split_backward(nodes, n_conv), nodes
+    for a, b in zip(grads(plain, x, y), got):
         assert torch.equal(a, b)
 
 
 def test_convolutions_with_bias_get_their_bias_gradient():
     plain, routed, opt = twins(bias=True)
-    overlap.install(routed, opt, CPU)
+    n_conv = overlap.install(routed, opt, CPU)
     x, y = batch()
-    got = grads(routed, x, y)
+    nodes, got = backward(routed, x, y)
+    assert routed_through_split_backward(nodes, n_conv), nodes
     assert all(g is not None for g in got)
     for a, b in zip(grads(plain, x, y), got):
         assert torch.equal(a, b)
@@ -64,11 +97,34 @@ def test_the_canary_keeps_its_own_backward():
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), NoncontigGradConv2d(4, 4, 1))
     assert overlap.install(model, torch.optim.SGD(model.parameters(), lr=0.1), CPU) == 1
     assert "forward" in vars(model[0]) and "forward" not in vars(model[1])
+    nodes = node_counts(model(torch.randn(1, 3, 8, 8)).sum())
+    assert nodes.get("_Conv2dBackward") == 1, nodes  # the plain conv's; the canary keeps its own
     canary = build_model("densenet-bc40-k12", canary=True)
     assert overlap.install(canary, torch.optim.SGD(canary.parameters(), lr=0.1), CPU) == 0
 
 
-def test_training_steps_follow_the_same_trajectory():
+class JoinLog(overlap.WeightGradStream):
+    """The side stream as install() makes it, recording each join: how many parameters the
+    optimizer holding it had momentum for at that moment. The CPU's join does nothing, so a
+    dropped hook, or one run after the step, changes no number here; on a GPU either is a race
+    between the side stream's .grad writes and the optimizer that reads them."""
+
+    made = []  # every instance, so a test can find the one install() made
+
+    def __init__(self, device):
+        super().__init__(device)
+        self.joins = []
+        JoinLog.made.append(self)
+
+    def join(self, *args):
+        optimizer = args[0]  # a step pre-hook is called as hook(optimizer, args, kwargs)
+        self.joins.append(len(optimizer.state))
+        super().join(*args)
+
+
+def test_training_steps_follow_the_same_trajectory(monkeypatch):
+    monkeypatch.setattr(overlap, "WeightGradStream", JoinLog)
+    monkeypatch.setattr(JoinLog, "made", [])
     plain, routed, _ = twins()
     x, y = batch(8)
     losses = []
@@ -80,6 +136,10 @@ def test_training_steps_follow_the_same_trajectory():
         for _ in range(3):
             step(x, y)
         losses.append(float(step.acc.loss_sum))
+    # One side stream, joined once per step and before it: the first join comes before the
+    # optimizer has made any momentum buffer, the later ones after it made one per parameter.
+    [side] = JoinLog.made
+    assert side.joins == [0] + [len(list(routed.parameters()))] * 2, side.joins
     assert losses[0] == losses[1]
     for a, b in zip(plain.state_dict().values(), routed.state_dict().values()):
         assert torch.equal(a, b)

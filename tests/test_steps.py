@@ -4,6 +4,7 @@ on lr change, loud fallback) on the CPU with a stand-in for the CUDA calls, and 
 
 import torch
 import torch.nn as nn
+from conftest import bottleneck_runs
 
 from densenet.models import build_model
 from densenet.steps import Accumulator, EagerStep, GraphStep, make_step, train_step
@@ -152,9 +153,16 @@ def test_efficient_mode_computes_exactly_the_normal_step():
         eff = build_model("densenet-bc40-k12", dropout=dropout, efficient=True)
         eff.load_state_dict(normal.state_dict())
         x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+        runs = []
         for m in (normal, eff):
             torch.manual_seed(1)  # same dropout masks
-            nn.functional.cross_entropy(m(x), y).backward()
+            with bottleneck_runs(m) as counts:
+                nn.functional.cross_entropy(m(x), y).backward()
+            runs.append(counts)
+        # The equalities below hold trivially if checkpointing is off; the recomputation shows
+        # it was on: every bottleneck ran again in backward, and only in efficient mode.
+        assert len(runs[0]) == 18  # 3 blocks of 6 bottleneck layers
+        assert set(runs[0].values()) == {1} and runs[1] == dict.fromkeys(runs[0], 2), runs
         for (k, a), b in zip(normal.state_dict().items(), eff.state_dict().values()):
             assert torch.equal(a, b), k
         for (k, a), b in zip(normal.named_parameters(), eff.parameters()):
