@@ -7,18 +7,14 @@ Exit codes of `train`: 0 completed, 1 failed, 2 usage, 3 diverged, 4 skipped.
 import argparse
 import json
 import math
-import os
 import sys
 import traceback
 
+from . import argcheck
+from .argcheck import Parser
+
 ON_OFF = ("on", "off")
 SEED_MAX = 2**32 - 1
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        sys.stderr.write("%s: error: %s\n" % (self.prog, message))
-        sys.exit(2)
 
 
 def positive_int(text):
@@ -30,7 +26,8 @@ def non_negative_int(text):
 
 
 def seed_int(text):
-    # numpy seeds must fit in 32 bits; a larger seed would fail mid-run (or be folded).
+    # The seed range every tool of a study shares (workflow/schemas/config.schema.yaml says the
+    # same, so a study cannot plan a cell its trainer refuses): 32 bits, as numpy's legacy seed.
     return bounded_int(text, 0, SEED_MAX, "an integer in 0..%d" % SEED_MAX)
 
 
@@ -68,31 +65,20 @@ def _float(text, expected):
 
 
 def out_dir(text):
-    """--out of train and gradcheck: a directory to create or reuse. Checked before any work:
-    an empty value (an unset shell variable) would write into the current directory."""
-    check_path(text)
-    if os.path.exists(text) and not os.path.isdir(text):
-        raise argparse.ArgumentTypeError("%r is a file, expected a directory" % text)
-    return text
+    """--out of train and gradcheck: a directory to create or reuse, checked before any work."""
+    return _checked(text, argcheck.dir_problem)
 
 
 def out_file(text):
     """--out of bench: a JSON file, or a directory to write bench.json/probe.json into."""
-    check_path(text)
+    return _checked(text, argcheck.path_problem)
+
+
+def _checked(text, problem_of):
+    problem = problem_of(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     return text
-
-
-def check_path(text):
-    """An output path must be non-empty and must not lie under a file."""
-    if not text:
-        raise argparse.ArgumentTypeError("expected a non-empty path")
-    parent = os.path.dirname(os.path.abspath(text))
-    while not os.path.exists(parent):  # ends at the root at the latest
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise argparse.ArgumentTypeError(
-            "%r lies under the file %r, expected a path in a directory" % (text, parent)
-        )
 
 
 def add_numerics(p):

@@ -117,8 +117,7 @@ def comparison(runs, tolerance, alpha=references.ALPHA):
         if why:
             not_compared.append(dict(base, reason=why))
             continue
-        first = done.iloc[0]
-        refs = references.references_for(table, first["model"], first["dataset"], first["augment"])
+        refs = published_rows(table, done)[0]
         diverged = int((cell["status"] == "diverged").sum())
         pending = status_counts(cell[cell["status"].isin(PENDING)], skip=())
         compared = []
@@ -161,16 +160,25 @@ def eligibility(table, cell, done):
     why = references.not_comparable(done)
     if why:
         return why
-    first = done.iloc[0]
-    if not len(
-        references.references_for(table, first["model"], first["dataset"], first["augment"])
-    ):
-        return "no published number for %s on %s (augmentation %s)" % (
+    refs, variant = published_rows(table, done)
+    if not len(refs):
+        first = done.iloc[0]
+        return "no published number for %s on %s (augmentation %s)%s" % (
             first["model"],
             first["dataset"],
             first["augment"],
+            ""
+            if variant is None
+            else " other than the paper's, which uses another recipe: " + variant,
         )
     return None
+
+
+def published_rows(table, done):
+    """(rows, variant reason): the published rows this group is compared with."""
+    first = done.iloc[0]
+    refs = references.references_for(table, first["model"], first["dataset"], first["augment"])
+    return references.rows_for(refs, done)
 
 
 def seed_states_verdict(verdict, diverged, expected, pending):

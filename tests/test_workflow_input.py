@@ -241,14 +241,17 @@ def test_the_report_renders_beside_broken_cells_and_envs(tmp_path, capsys):
 # --- run_cell.py (findings 3 and 12) -------------------------------------------------------
 
 
-@pytest.mark.parametrize("where, problem", [("afile", "is a file"), ("afile/sub", "lies under")])
+@pytest.mark.parametrize(
+    "where, problem",
+    [("afile", "is a file, expected a directory"), ("afile/sub", "lies under the file")],
+)
 def test_run_cell_refuses_a_cell_dir_that_is_a_file(tmp_path, where, problem):
     (tmp_path / "afile").write_text("keep me")
     args = ["--runner", "local", "--torch", "local", "--gpu", "none"]
     res = script("run_cell.py", *args, "--cell-dir", tmp_path / where, "--", "train")
     assert res.returncode == 2
     line = one_line(res.stderr)
-    assert "--cell-dir" in line and problem in line and "expected a directory" in line
+    assert "--cell-dir" in line and problem in line and "expected a" in line
     assert (tmp_path / "afile").read_text() == "keep me"
 
 
@@ -475,6 +478,17 @@ def test_a_rerun_command_keeps_a_number_like_study_name_text():
     # name it so that Snakemake reads a string again, or every rerun would be refused.
     args = commands.cli_args([], {"study": "2024", "runner": "local", "train": {"epochs": "2"}})
     assert args == ["--config", "runner=local", "study=!!str 2024", 'train={"epochs": 2}']
+    for name in ("1e5", "nan", "inf", "on", "null", "2.10"):  # int(), float() or YAML read these
+        assert commands.str_tag(name) == "!!str " + name
+    assert commands.str_tag("paper-2024") == "paper-2024"
     code, out = dry_run("study=!!str 2024", 'axes={"dataset": ["synthetic"]}')
     assert code == 0, out
     assert "results/2024/" in out
+
+
+def test_a_seed_the_trainer_refuses_is_refused_when_the_study_is_planned():
+    # densenet's --seed takes 0..2**32-1: a study must not plan cells that all fail on it.
+    code, out = dry_run('axes={"seed": [4294967296], "dataset": ["synthetic"]}')
+    assert code != 0 and "axes.seed" in config_error(out) and "4294967296" in config_error(out)
+    code, out = dry_run('axes={"seed": [4294967295], "dataset": ["synthetic"]}')
+    assert code == 0, out

@@ -87,8 +87,14 @@ def progress_args(python, script, study_dir):
 
 
 def str_tag(text):
-    """`text`, or `!!str text` where YAML (Snakemake's --config parser) would read another
-    value from it."""
+    """`text`, or `!!str text` where Snakemake's --config parser would read another value
+    from it: it tries int() and float() first (so '1e5' and 'nan' become numbers), then YAML."""
+    for number in (int, float):
+        try:
+            number(text)
+            return "!!str " + text
+        except ValueError:
+            pass
     try:
         same = yaml.safe_load(text) == text
     except yaml.YAMLError:

@@ -38,7 +38,8 @@ def check_dir(name, data_dir):
     names that folder itself: the plan would not see the files there and would download or
     build a second copy inside it, without saying why."""
     path = os.path.normpath(data_dir)
-    above = os.path.dirname(path) or "."
+    # The folder above, absolute where the given path has none to show (data.dir: .).
+    above = os.path.dirname(path) or os.path.dirname(os.path.abspath(path))
     if all(os.path.isfile(os.path.join(path, f)) for f in FILES[name]):
         raise ConfigError(
             "config error: data.dir: %s holds the %s files itself; set it to the folder "

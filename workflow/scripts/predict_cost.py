@@ -27,9 +27,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # The script's folder (its sibling modules) and the repo root (densenet).
 sys.path[:0] = [HERE, os.path.dirname(os.path.dirname(HERE))]
 
-from parsers import Parser  # noqa: E402
-
 from densenet import atomic  # noqa: E402  (standard library only at import)
+from densenet.argcheck import Parser  # noqa: E402
 
 SIZE_KEYS = ("epochs", "n_train", "n_test", "batch_size")
 

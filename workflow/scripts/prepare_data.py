@@ -20,9 +20,8 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 # the repo root (densenet).
 sys.path[:0] = [HERE, REPO]
 
-from parsers import Parser  # noqa: E402
-
 from densenet import atomic, data  # noqa: E402  (the repo root is not on sys.path by default)
+from densenet.argcheck import Parser  # noqa: E402
 
 
 def build(builder, name, data_dir):

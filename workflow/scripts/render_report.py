@@ -18,9 +18,9 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, HERE)  # its sibling modules (runpy does not add the script's folder)
+sys.path.insert(0, REPO)  # densenet.argcheck (standard library only)
 
-from parsers import Parser  # noqa: E402
+from densenet.argcheck import Parser  # noqa: E402
 
 
 def swap_in(tmp, out):

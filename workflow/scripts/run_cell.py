@@ -28,9 +28,9 @@ sys.path[:0] = [HERE, REPO]
 
 import gpu_slots  # noqa: E402  (sibling modules; workflow/scripts is not a package)
 from job_signals import Interrupted, catch_signals, restore_signals  # noqa: E402
-from parsers import Parser  # noqa: E402
 
 from densenet import atomic, gitinfo  # noqa: E402  (standard library only: no torch here)
+from densenet.argcheck import Parser, dir_problem  # noqa: E402
 
 RESULTS = {"train": "summary.json", "gradcheck": "gradcheck.json", "bench": "probe.json"}
 # Subcommands whose --out is a file in the cell directory rather than the directory itself.
@@ -169,20 +169,6 @@ def outcome(command, cell_dir):
     if command == "gradcheck":
         return "verdict" in result, "gradcheck.json has no verdict"
     return True, None
-
-
-def dir_problem(path):
-    """None, or why `path` cannot be (made) a directory: checked before anything is touched."""
-    if not path:
-        return "expected a non-empty path"
-    if os.path.exists(path) and not os.path.isdir(path):
-        return "%r is a file, expected a directory" % path
-    above = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(above):
-        above = os.path.dirname(above)
-    if not os.path.isdir(above):
-        return "%r lies under the file %s, expected a directory" % (path, above)
-    return None
 
 
 def child_error(lines):
