@@ -23,9 +23,7 @@ import math
 import os
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-# The script's folder (its sibling modules) and the repo root (densenet).
-sys.path[:0] = [HERE, os.path.dirname(os.path.dirname(HERE))]
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from densenet import atomic  # noqa: E402  (standard library only at import)
 from densenet.argcheck import Parser  # noqa: E402

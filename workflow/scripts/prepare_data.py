@@ -14,11 +14,8 @@ import subprocess
 import sys
 import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
-# The script's folder (its sibling modules; runpy and Snakemake's script: do not add it) and
-# the repo root (densenet).
-sys.path[:0] = [HERE, REPO]
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, REPO)
 
 from densenet import atomic, data  # noqa: E402  (the repo root is not on sys.path by default)
 from densenet.argcheck import Parser  # noqa: E402
