@@ -35,6 +35,9 @@ def test_ci_script_is_valid_and_executable():
     assert re.search(r"^scripts/oldest_torch.sh$", text, re.M)
     assert "REQUIRE_OLDEST_TORCH=1" in text
     assert "trap stop_dockerd EXIT" in text
+    # The SLURM tests' packages, and their absence a failure (tests/helpers/slurm_cluster.py).
+    assert re.search(r"^apt-get install .*\bslurm-wlm slurmdbd munge mariadb-server\b", text, re.M)
+    assert re.search(r"^export REQUIRE_SLURM=1$", text, re.M)
 
 
 def test_host_environment_matches_constraints():
