@@ -59,8 +59,22 @@ RESUME_NEUTRAL = (
 STALE_CHECKPOINT = ("refuse", "restart")
 
 # Options added after checkpoints were first written, with the value that means "as before":
-# at that value they stay out of the resume key, so an older checkpoint still resumes.
-LATER_OPTIONS = {"compile": "off"}
+# at that value they stay out of the resume key, so an older checkpoint still resumes where it
+# computes the same thing. Before recipes, every cell trained as recipe lua does except for
+# the lr schedule, which was chainer's (the drops one epoch later): such a checkpoint resumes
+# under `--lr-schedule chainer` and is another config (stale) under lua's own schedule.
+LATER_OPTIONS = {
+    "compile": "off",
+    "recipe": "lua",
+    "momentum": 0.9,
+    "nesterov": "on",
+    "momentum_form": "torch",
+    "weight_decay": 1e-4,
+    "lr_schedule": "chainer",
+    "norm": "lua",
+    "init": "lua",
+    "bn_eps": 1e-5,
+}
 
 
 def resume_key(cfg: Mapping[str, Any]) -> Dict[str, Any]:

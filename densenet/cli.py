@@ -26,13 +26,15 @@ from .options import (
     add_cpu_malloc,
     add_numerics,
     add_overlap,
+    non_negative_float,
     out_dir,
     positive_float,
     positive_int,
     probability,
 )
 from .outcome import EXIT_FAILED, one_line
-from .recipe import OPTIMIZERS, PROTOCOLS, resolve
+from .recipe import CHOICES, DEFAULT_RECIPE, OPTIMIZERS, PROTOCOLS, RECIPES, norm_problem, resolve
+from .recipe import values as recipe_values
 from .train import run
 
 __all__ = ["build_parser", "usage_problem", "main"]
@@ -62,7 +64,13 @@ def build_parser() -> Parser:
         help="refuse data whose checksums are not the official release's",
     )
     p.add_argument("--augment", choices=ON_OFF, default="on")
-    p.add_argument("--augment-order", choices=("official", "bamos"), default="official")
+    p.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        default=DEFAULT_RECIPE,
+        help="the training values of one implementation (docs/recipes.md); every option below "
+        "that is left out takes the recipe's value",
+    )
     p.add_argument("--protocol", choices=sorted(PROTOCOLS), default="smoke")
     p.add_argument("--epochs", type=positive_int)
     p.add_argument("--batch-size", type=positive_int)
@@ -75,10 +83,30 @@ def build_parser() -> Parser:
     p.add_argument("--n-train", type=positive_int)
     p.add_argument("--n-test", type=positive_int)
     p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="sgd")
-    p.add_argument("--lr", type=positive_float)
-    p.add_argument("--dropout", type=probability, help="default: 0.2 with --augment off, else 0")
-    p.add_argument("--stem", choices=STEMS, default="paper")
-    p.add_argument("--bias", choices=ON_OFF, default="off")
+    p.add_argument("--lr", type=positive_float, help="the base rate (sgd: the recipe's)")
+    p.add_argument("--momentum", type=probability)
+    p.add_argument("--nesterov", choices=CHOICES["nesterov"])
+    p.add_argument(
+        "--momentum-form",
+        choices=CHOICES["momentum_form"],
+        help="torch: the velocity holds gradients (torch.optim.SGD, Torch7 optim.sgd); "
+        "chainer: it holds lr x gradient (chainer's NesterovAG / MomentumSGD)",
+    )
+    p.add_argument("--weight-decay", type=non_negative_float)
+    p.add_argument(
+        "--lr-schedule",
+        choices=CHOICES["lr_schedule"],
+        help="lua: /10 from the epoch >= 50%% and >= 75%% of training; chainer: after them",
+    )
+    p.add_argument("--norm", choices=CHOICES["norm"], help="the per-channel mean and std")
+    p.add_argument("--augment-order", choices=CHOICES["augment_order"])
+    p.add_argument("--init", choices=CHOICES["init"])
+    p.add_argument("--bias", choices=CHOICES["bias"])
+    p.add_argument("--stem", choices=STEMS)
+    p.add_argument("--bn-eps", type=positive_float)
+    p.add_argument(
+        "--dropout", type=probability, help="default: the recipe's (lua: 0.2 with --augment off)"
+    )
     p.add_argument(
         "--efficient",
         choices=ON_OFF,
@@ -207,6 +235,11 @@ def usage_problem(args: argparse.Namespace) -> Optional[str]:
             args.dataset,
             FOLDERS[args.dataset],
         )
+    if args.command == "train":
+        norm = args.norm or recipe_values(args.recipe)["norm"]
+        problem = norm_problem(norm, args.dataset)
+        if problem:
+            return "argument --norm: %s" % problem
     if args.command == "train" and args.dataset == "synthetic" and args.require_official == "on":
         # As the workflow refuses it: generated images have no official release to match.
         return "argument --require-official: 'on' contradicts --dataset synthetic; use off"

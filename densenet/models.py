@@ -8,6 +8,7 @@ non-contiguous channel slice of the gradient: the tensor layout behind the 2017 
 """
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -20,6 +21,7 @@ __all__ = [
     "DENSENETS",
     "MODEL_NAMES",
     "STEMS",
+    "INITS",
     "DenseLayer",
     "DenseNet",
     "VGG16BN",
@@ -42,23 +44,25 @@ DENSENETS = {
 VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 MODEL_NAMES = sorted(DENSENETS) + ["vgg16-bn"]
 STEMS = ("paper", "lua")
+INITS = ("lua", "chainer")
 
 
 class DenseLayer(nn.Module):
     """BN-ReLU-conv3x3 (optionally preceded by a BN-ReLU-conv1x1 bottleneck to 4k channels)."""
 
-    def __init__(self, in_ch, growth, bottleneck, dropout, conv, efficient=False):
+    def __init__(self, in_ch, growth, bottleneck, dropout, conv, efficient=False, bn=None):
         super().__init__()
+        bn = bn or nn.BatchNorm2d
         self.dropout = dropout
         self.efficient = bool(efficient)  # recompute the bottleneck in backward
         if bottleneck:
-            self.norm1 = nn.BatchNorm2d(in_ch)
+            self.norm1 = bn(in_ch)
             self.conv1 = conv(in_ch, 4 * growth, 1)
             mid = 4 * growth
         else:
             self.norm1 = self.conv1 = None
             mid = in_ch
-        self.norm2 = nn.BatchNorm2d(mid)
+        self.norm2 = bn(mid)
         self.conv2 = conv(mid, growth, 3)
 
     def bottleneck(self, x, update_stats=True):
@@ -96,10 +100,10 @@ class DenseLayer(nn.Module):
 class Transition(nn.Module):
     """BN-ReLU-conv1x1-avgpool2 between dense blocks (compresses channels for BC)."""
 
-    def __init__(self, in_ch, out_ch, dropout, conv):
+    def __init__(self, in_ch, out_ch, dropout, conv, bn=None):
         super().__init__()
         self.dropout = dropout
-        self.norm = nn.BatchNorm2d(in_ch)
+        self.norm = (bn or nn.BatchNorm2d)(in_ch)
         self.conv = conv(in_ch, out_ch, 1)
 
     def forward(self, x):
@@ -123,30 +127,33 @@ class DenseNet(nn.Module):
         bias=False,
         canary=False,
         efficient=False,
+        init="lua",
+        bn_eps=1e-5,
     ):
         super().__init__()
         if stem not in STEMS:
             raise ValueError("stem: expected one of %s, got %r" % (", ".join(STEMS), stem))
         n = (depth - 4) // (6 if bc else 3)
-        # The paper's Table 2 counts use a 16-channel stem for plain DenseNets and 2k for BC;
-        # the Lua code (and bamos) use 2k always.
+        # Table 2's plain DenseNets were trained with the 2016 Lua code's 16-channel stem (their
+        # parameter counts), its BC models with 2k; the Lua code today (and bamos) use 2k always.
         ch = 2 * growth if (bc or stem == "lua") else 16
         conv = _conv_factory(bias, canary)
+        bn = _bn_factory(bn_eps)
         self.stem = conv(3, ch, 3)
         blocks = []
         for b in range(3):
             for _ in range(n):
-                blocks.append(DenseLayer(ch, growth, bc, dropout, conv, efficient))
+                blocks.append(DenseLayer(ch, growth, bc, dropout, conv, efficient, bn))
                 ch += growth
             if b < 2:
                 out_ch = ch // 2 if bc else ch
-                blocks.append(Transition(ch, out_ch, dropout, conv))
+                blocks.append(Transition(ch, out_ch, dropout, conv, bn))
                 ch = out_ch
         self.features = nn.Sequential(*blocks)
-        self.norm = nn.BatchNorm2d(ch)
+        self.norm = bn(ch)
         self.fc = nn.Linear(ch, num_classes)
         self.efficient = bool(efficient)
-        init_weights(self)
+        init_weights(self, init, first=self.stem)
 
     def set_efficient(self, on: bool) -> None:
         """Turn the checkpointed (memory-efficient) bottleneck on or off."""
@@ -164,21 +171,24 @@ class DenseNet(nn.Module):
 class VGG16BN(nn.Module):
     """VGG-16 with batch norm for CIFAR (512-d features after five max-pools, one FC)."""
 
-    def __init__(self, num_classes=10, dropout=0.0, bias=False, canary=False):
+    def __init__(
+        self, num_classes=10, dropout=0.0, bias=False, canary=False, init="lua", bn_eps=1e-5
+    ):
         super().__init__()
         conv = _conv_factory(bias, canary)
+        bn = _bn_factory(bn_eps)
         layers, ch = [], 3
         for v in VGG16_CFG:
             if v == "M":
                 layers.append(nn.MaxPool2d(2))
             else:
-                layers += [conv(ch, v, 3), nn.BatchNorm2d(v), nn.ReLU(inplace=True)]
+                layers += [conv(ch, v, 3), bn(v), nn.ReLU(inplace=True)]
                 if dropout:
                     layers.append(nn.Dropout(dropout))
                 ch = v
         self.features = nn.Sequential(*layers)
         self.fc = nn.Linear(ch, num_classes)
-        init_weights(self)
+        init_weights(self, init, first=layers[0])
 
     def forward(self, x):
         return self.fc(self.features(x).flatten(1))
@@ -191,6 +201,13 @@ def _conv_factory(bias, canary):
         return cls(cin, cout, k, padding=k // 2, bias=bias)
 
     return conv
+
+
+def _bn_factory(eps):
+    def bn(ch):
+        return nn.BatchNorm2d(ch, eps=eps)
+
+    return bn
 
 
 def _first_call_updates_stats(bottleneck):
@@ -218,22 +235,33 @@ def checkpoint(fn, x, preserve_rng_state=True):
     return ckpt(fn, x, preserve_rng_state=preserve_rng_state)  # torch < 1.11: reentrant only
 
 
-def init_weights(model: nn.Module) -> None:
-    """He-normal with fan-out for convs (std sqrt(2 / (k*k*out))), BN to (1, 0), zero biases.
+def init_weights(model: nn.Module, init: str = "lua", first: Optional[nn.Module] = None) -> None:
+    """Initialise every conv, BN and FC layer as recipe init `init` does; biases zero, BN (1, 0).
 
-    The FC layer keeps PyTorch's default init; the Lua code's Linear default is the same
-    uniform(+-1/sqrt(fan_in)) rule, with its bias zeroed.
+    lua: He-normal with fan-out for every conv (std sqrt(2 / (k*k*out))); the FC layer keeps
+    PyTorch's default, the Lua code's Linear default uniform(+-1/sqrt(fan_in)) rule.
+    chainer: He-normal with fan-in (std sqrt(2 / (k*k*in))) for the convs after `first` (the
+    stem), LeCun-normal (std sqrt(1 / fan_in)) for the stem and the FC layer: chainer's
+    HeNormal for the dense and transition convs and its default initializer for the others.
     """
+    if init not in INITS:
+        raise ValueError("init: expected one of %s, got %r" % (", ".join(INITS), init))
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
-            n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-            m.weight.data.normal_(0, math.sqrt(2.0 / n))
+            k = m.kernel_size[0] * m.kernel_size[1]
+            if init == "lua":
+                std = math.sqrt(2.0 / (k * m.out_channels))
+            else:
+                std = math.sqrt((1.0 if m is first else 2.0) / (k * m.in_channels // m.groups))
+            m.weight.data.normal_(0, std)
             if m.bias is not None:
                 m.bias.data.zero_()
         elif isinstance(m, nn.BatchNorm2d):
             m.weight.data.fill_(1)
             m.bias.data.zero_()
         elif isinstance(m, nn.Linear):
+            if init == "chainer":
+                m.weight.data.normal_(0, math.sqrt(1.0 / m.in_features))
             m.bias.data.zero_()
 
 
@@ -245,10 +273,14 @@ def build_model(
     bias: bool = False,
     canary: bool = False,
     efficient: bool = False,
+    init: str = "lua",
+    bn_eps: float = 1e-5,
 ) -> nn.Module:
     """Build a model by name; an unknown name raises ValueError listing the valid ones."""
     if name == "vgg16-bn":
-        return VGG16BN(num_classes, dropout=dropout, bias=bias, canary=canary)
+        return VGG16BN(
+            num_classes, dropout=dropout, bias=bias, canary=canary, init=init, bn_eps=bn_eps
+        )
     if name not in DENSENETS:
         raise ValueError("model: expected one of %s, got %r" % (", ".join(MODEL_NAMES), name))
     depth, growth, bc = DENSENETS[name]
@@ -262,6 +294,8 @@ def build_model(
         bias=bias,
         canary=canary,
         efficient=efficient,
+        init=init,
+        bn_eps=bn_eps,
     )
 
 

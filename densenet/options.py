@@ -16,6 +16,7 @@ __all__ = [
     "seed_int",
     "bounded_int",
     "positive_float",
+    "non_negative_float",
     "probability",
     "out_dir",
     "out_file",
@@ -57,6 +58,14 @@ def positive_float(text: str) -> float:
     value = _float(text, "a finite positive number")
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError("expected a finite positive number, got %r" % text)
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0 (--weight-decay)."""
+    value = _float(text, "a finite non-negative number")
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError("expected a finite non-negative number, got %r" % text)
     return value
 
 

@@ -37,7 +37,7 @@ from .feed import epoch_batches
 from .models import build_model
 from .outcome import EXIT_DIVERGED, EXIT_OK, EXIT_SKIPPED, Skip, note
 from .overlap import wanted as overlap_wanted
-from .recipe import default_eval_batch, lr_at, make_optimizer
+from .recipe import default_eval_batch, lr_at, make_optimizer, normalization
 from .steps import Accumulator, evaluate, make_step
 from .syncs import HostSyncCounter
 
@@ -92,14 +92,16 @@ def run(cfg: Dict[str, Any], log: Callable[..., None] = print, cell: Optional[Ce
         bias=cfg["bias"] == "on",
         canary=cfg["canary"] == "noncontig-grad",
         efficient=cfg["efficient"] == "on",
+        init=cfg["init"],
+        bn_eps=cfg["bn_eps"],
     ).to(device)
-    optimizer = make_optimizer(cfg["optimizer"], model.parameters(), cfg["lr"])
+    optimizer = make_optimizer(cfg["optimizer"], model.parameters(), cfg["lr"], cfg)
     rows, wall_s, start = restore(cell, resume, model, optimizer)
 
     # Data on the device, and the training step.
     x_train, y_train = ds.x_train.to(device), ds.y_train.to(device)
     x_test, y_test = ds.x_test.to(device), ds.y_test.to(device)
-    normalize = Normalizer(ds.mean, ds.std, device)
+    normalize = Normalizer(*normalization(cfg["norm"], ds.name, (ds.mean, ds.std)), device)
     acc = Accumulator(device)
     step, why = training_step(cfg, model, optimizer, acc, device)
     n = y_train.shape[0]
@@ -115,7 +117,7 @@ def run(cfg: Dict[str, Any], log: Callable[..., None] = print, cell: Optional[Ce
 
     # The epochs.
     for epoch in range(start + 1, cfg["epochs"] + 1):
-        lr = lr_at(epoch, cfg["epochs"], cfg["lr"])
+        lr = lr_at(epoch, cfg["epochs"], cfg["lr"], cfg["lr_schedule"])
         train_loss, train_err, epoch_s, syncs = train_epoch(
             cfg, epoch, lr, step, acc, x_train, y_train, normalize, device
         )

@@ -6,12 +6,15 @@ running, missing, corrupt), so the page can say what is not there. A corrupt fil
 cell `corrupt` with the file named in `reason`; its numbers are never used.
 """
 
+from __future__ import annotations
+
 import os
+from typing import Any
 
 import pandas as pd
 
 from report import gradients, readers, references
-from report.study import PARAM_KEYS
+from report.study import PARAM_KEYS, Study
 
 STATUSES = ("completed", "diverged", "failed", "skipped", "running", "missing", "corrupt")
 RESULT_COLUMNS = [
@@ -40,6 +43,7 @@ CONFIG_COLUMNS = [
     "lr",
     "momentum",
     "nesterov",
+    "momentum_form",
     "lr_schedule",
     "weight_decay",
     "norm",
@@ -47,6 +51,7 @@ CONFIG_COLUMNS = [
     "init",
     "bias",
     "stem",
+    "bn_eps",
     "dropout",
 ]
 # What identifies the software and hardware a cell ran on (the report's environments table).
@@ -91,11 +96,13 @@ CURVE_COLUMNS = CURVE_KEYS + readers.METRIC_COLUMNS
 class Tables(object):
     """The aggregate of one study: four DataFrames with fixed columns (even when empty)."""
 
-    def __init__(self, runs, curves, envs, layers):
+    def __init__(
+        self, runs: pd.DataFrame, curves: pd.DataFrame, envs: pd.DataFrame, layers: pd.DataFrame
+    ) -> None:
         self.runs, self.curves, self.envs, self.layers = runs, curves, envs, layers
 
 
-def aggregate(study):
+def aggregate(study: Study) -> Tables:
     """Read every cell and env directory of the study once and build the tables."""
     env_rows, layer_rows = [], []
     for entry in study.envs:
@@ -122,7 +129,7 @@ def aggregate(study):
     return Tables(runs, curves, envs, pd.DataFrame(layer_rows, columns=gradients.LAYER_COLUMNS))
 
 
-def classify(files):
+def classify(files: readers.CellFiles) -> tuple[str, Any, str | None]:
     """(status, reason, corrupt_file) of a cell directory, per docs/contracts.md."""
     summary, failure = files.summary, files.failure
     if "summary.json" in files.problems:
@@ -170,7 +177,7 @@ def classify(files):
     return "missing", "no cell directory", None
 
 
-def run_row(entry, files, envs):
+def run_row(entry: dict[str, Any], files: readers.CellFiles, envs: pd.DataFrame) -> dict[str, Any]:
     """One row of runs.csv for a cell entry (see RUN_COLUMNS)."""
     status, reason, corrupt_file = classify(files)
     row = dict.fromkeys(RUN_COLUMNS)
@@ -209,16 +216,18 @@ def run_row(entry, files, envs):
     return row
 
 
-def step_text(summary):
+def step_text(summary: dict[str, Any]) -> str | None:
     """The step a cell ended with, "+overlap" where its weight gradients ran on a side stream
     (summary.json weight_grad_stream, densenet/overlap.py)."""
     mode = summary.get("step_mode")
     return mode + "+overlap" if mode and summary.get("weight_grad_stream") else mode
 
 
-def results(summary, metrics, config, gpu):
+def results(
+    summary: dict[str, Any], metrics: pd.DataFrame | None, config: dict[str, Any], gpu: Any
+) -> dict[str, Any]:
     """Result columns from summary.json and metrics.csv; NaN where a cell has not got them."""
-    out = {
+    out: dict[str, Any] = {
         "epochs_planned": config.get("epochs"),
         "step_mode": step_text(summary),
         "conv_kernels": kernels_text(summary.get("conv_kernels")),
@@ -247,7 +256,7 @@ def results(summary, metrics, config, gpu):
     return out
 
 
-def kernel_name(name):
+def kernel_name(name: str) -> str:
     """A short name of a convolution kernel that keeps its algorithm and arithmetic:
     "void wgrad_alg0_engine<float, 128, ...>(int, ...)" -> "wgrad_alg0_engine";
     "sm80_xmma_dgrad_implicit_gemm_f32f32_..._nchw_tilesize32x32x8_..._ffma_..." ->
@@ -260,7 +269,7 @@ def kernel_name(name):
     return head + (" " + kind if kind and kind not in head else "")
 
 
-def kernels_text(record, top=3):
+def kernels_text(record: Any, top: int = 3) -> str | None:
     """The top convolution kernels of a cell's summary.json `conv_kernels`, by time, short
     names joined by "; " (None where the cell has no record)."""
     if not isinstance(record, dict) or not record.get("kernels"):
@@ -273,7 +282,7 @@ def kernels_text(record, top=3):
     return "; ".join(names[:top])
 
 
-def env_identity(env, summary):
+def env_identity(env: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
     """Versions, GPU, image, flags and dataset identity from env.json (see ENV_COLUMNS)."""
     environ, flags, dataset = (env.get(k) or {} for k in ("environ", "flags", "dataset"))
     gpu, image = environ.get("gpu") or {}, environ.get("image") or {}
@@ -305,7 +314,7 @@ def env_identity(env, summary):
     }
 
 
-def first_hash(obj):
+def first_hash(obj: Any) -> str | None:
     """The first checksum string in a nested checksums object (short, for identification)."""
     if isinstance(obj, dict):
         for key in sorted(obj):
@@ -318,11 +327,11 @@ def first_hash(obj):
     return None
 
 
-def _str(value):
+def _str(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def write_tables(tables, out_dir):
+def write_tables(tables: Tables, out_dir: str) -> list[str]:
     """runs.csv, curves.csv, envs.csv and layers.csv in out_dir, each written atomically."""
     from report import atomic
 

@@ -9,10 +9,13 @@ named by --fail-on occurs (comparisons.csv `verdict`; `provisional` matches any 
 verdict).
 """
 
+from __future__ import annotations
+
 import argparse
 import os
 import sys
 import time
+from typing import Iterator, NoReturn, Sequence
 
 import pandas as pd
 
@@ -27,11 +30,11 @@ class Parser(argparse.ArgumentParser):
     """Bad arguments are one line naming the argument, exit 2 (DESIGN.md), without the usage
     block argparse prints first."""
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         self.exit(2, "%s: error: %s\n" % (self.prog, message))
 
 
-def out_problem(path):
+def out_problem(path: str) -> str | None:
     """None, or why --out cannot be the report's folder; checked before any cell is read."""
     if not path:
         return "expected a non-empty path"
@@ -46,7 +49,7 @@ def out_problem(path):
     return None
 
 
-def source_problems(args):
+def source_problems(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
     """(argument, problem) of each input path given that is not there: a typo must not
     render a valid-looking empty report."""
     if args.results is not None and not os.path.isdir(args.results):
@@ -58,7 +61,7 @@ def source_problems(args):
         yield "--predicted", "%r %s (expected a predicted_cost.json)" % (args.predicted, what)
 
 
-def parse_args(argv):
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = Parser(
         prog="python -m report",
         description=__doc__.split("\n")[0],
@@ -110,7 +113,7 @@ def parse_args(argv):
     return args
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     start = time.perf_counter()
     try:
@@ -144,7 +147,7 @@ def main(argv=None):
     return gate(os.path.join(args.out, render.COMPARISONS_CSV), args.fail_on)
 
 
-def gate(comparisons_csv, fail_on):
+def gate(comparisons_csv: str, fail_on: Sequence[str]) -> int:
     """EXIT_FAIL_ON, with one line per verdict found, when a verdict named in fail_on
     occurs in the comparisons.csv just written; else 0."""
     if not fail_on:

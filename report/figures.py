@@ -4,10 +4,13 @@ Each function takes already-aggregated numbers and returns a data URI, or None w
 nothing to draw (the template then says so in words).
 """
 
+from __future__ import annotations
+
 import base64
 import io
 import math
 import warnings
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import matplotlib
 
@@ -18,6 +21,11 @@ import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
 sns.set_theme(style="whitegrid", context="notebook", font_scale=0.9)
 DPI = 100
 CLASSES = {"cifar10": 10, "cifar100": 100, "synthetic": 10}
@@ -25,7 +33,7 @@ CHAINER_STYLE = {"2017": ("#222222", ":"), "2016": ("#888888", ":")}
 FP32_PASS = 1e-4  # DESIGN "Gradient stage": fp32 pass threshold on the relative error
 
 
-def png(fig):
+def png(fig: Figure) -> str:
     """Encode and close a figure."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
@@ -33,7 +41,7 @@ def png(fig):
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def palette(names):
+def palette(names: Iterable[str]) -> dict[str, tuple[float, float, float]]:
     """A distinct colour per name (variants, envs); pass every name of the page at once so a
     variant keeps its colour across figures."""
     names = list(names)
@@ -41,7 +49,7 @@ def palette(names):
     return dict(zip(names, colors))
 
 
-def heatmap(hm):
+def heatmap(hm: dict[str, Any]) -> str | None:
     """Final test error, group x variant. Colour = difference from the row's median (the
     question is where environments differ; rows differ by model and data anyway)."""
     groups, variants = hm["groups"], hm["variants"]
@@ -101,7 +109,7 @@ def heatmap(hm):
     return png(fig)
 
 
-def _heat_text(entry):
+def _heat_text(entry: dict[str, Any]) -> str:
     if entry["mean"] is None:
         return entry["others"] or "not in matrix"
     text = "%.2f" % entry["mean"]
@@ -110,7 +118,12 @@ def _heat_text(entry):
     return "%s\n%d/%d seeds" % (text, entry["n"], entry["expected"])
 
 
-def learning_curves(curves, colors, dataset, chainer=None):
+def learning_curves(
+    curves: pd.DataFrame,
+    colors: Mapping[str, tuple[float, float, float]],
+    dataset: str,
+    chainer: pd.DataFrame | None = None,
+) -> str | None:
     """Train loss and test error per epoch. Completed cells: one line per variant (mean over
     seeds, band = min..max); unfinished cells (running, diverged, failed): one thin line each,
     so a cell that stops early does not bend the mean. cuDNN off dashed. chainer: digitized
@@ -190,7 +203,7 @@ def learning_curves(curves, colors, dataset, chainer=None):
     return png(fig)
 
 
-def _chance(ax_loss, ax_err, dataset):
+def _chance(ax_loss: Axes, ax_err: Axes, dataset: str) -> None:
     """Chance level (uniform prediction): where the 2017 bug left bamos' curves."""
     classes = CLASSES.get(dataset)
     if classes:
@@ -198,7 +211,7 @@ def _chance(ax_loss, ax_err, dataset):
         ax_err.axhline(100.0 * (1 - 1.0 / classes), color="#b0b0b0", lw=0.8, ls="-.")
 
 
-def _y_scale(ax, values):
+def _y_scale(ax: Axes, values: pd.Series) -> None:
     """Log scale when the values span a factor of 5 or more (a full run: the late epochs, where
     environments differ, stay readable); linear for a short or flat run. Log ticks are plain
     numbers (1, 2, 5, 10, ...), without minor labels that each cost a text layout."""
@@ -212,12 +225,12 @@ def _y_scale(ax, values):
     ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
-def _epoch_axis(ax):
+def _epoch_axis(ax: Axes) -> None:
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
 
 
-def canary(bug, clean, dataset):
+def canary(bug: pd.DataFrame, clean: pd.DataFrame | None, dataset: str) -> str | None:
     """Clean vs injected-bug cell: loss and error side by side."""
     if not len(bug) and (clean is None or not len(clean)):
         return None
@@ -256,7 +269,7 @@ def canary(bug, clean, dataset):
     return png(fig)
 
 
-def layer_errors(layers, envs):
+def layer_errors(layers: pd.DataFrame, envs: pd.DataFrame) -> str | None:
     """Relative gradient error per layer (weight and input) for each env, log scale."""
     layers = layers[layers["rel_err_weight"].notna() | layers["rel_err_input"].notna()]
     if not len(layers):
@@ -297,7 +310,7 @@ def layer_errors(layers, envs):
     return png(fig)
 
 
-def epoch_times(rows):
+def epoch_times(rows: list[dict[str, Any]]) -> str | None:
     """Median epoch time per group x variant (horizontal bars)."""
     rows = [r for r in rows if r["epoch_s"] is not None]
     if not rows:
@@ -317,7 +330,7 @@ def epoch_times(rows):
     return png(fig)
 
 
-def predicted_vs_measured(rows):
+def predicted_vs_measured(rows: list[dict[str, Any]]) -> str | None:
     """Scatter of predicted vs measured wall time, with the identity line."""
     rows = [r for r in rows if r["measured_s"] and r["predicted_s"]]
     if not rows:

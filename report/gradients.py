@@ -6,8 +6,13 @@ gradcheck cases, the determinism runs) are summarised in one line each, and unkn
 missing keys are tolerated (the format may grow).
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 import pandas as pd
 
+from report.readers import CellFiles
 from report.study import ENV_PARAM_KEYS
 
 ENVS_COLUMNS = (
@@ -32,7 +37,7 @@ ENVS_COLUMNS = (
 LAYER_COLUMNS = ["env_id", "layer_index", "layer", "rel_err_weight", "rel_err_input"]
 
 
-def env_row(entry, files):
+def env_row(entry: dict[str, Any], files: CellFiles) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(row of envs.csv, rows of layers) for one gradient-stage directory."""
     row = dict.fromkeys(ENVS_COLUMNS)
     row.update(
@@ -98,7 +103,7 @@ def env_row(entry, files):
     return row, layers
 
 
-def describe_gradcheck(record):
+def describe_gradcheck(record: Any) -> str | None:
     """One line for the float64 dense-layer gradcheck (the record of
     densenet/gradcheck/dense_layer.py)."""
     if not isinstance(record, dict) or not isinstance(record.get("cases"), list):
@@ -123,7 +128,7 @@ def describe_gradcheck(record):
     return "; ".join(parts)
 
 
-def describe_determinism(record):
+def describe_determinism(record: Any) -> str | None:
     """One line for the two-run determinism check (densenet/gradcheck/determinism.py's record)."""
     if not isinstance(record, dict) or "bitwise_equal" not in record:
         return describe(record)
@@ -135,7 +140,7 @@ def describe_determinism(record):
     return text
 
 
-def describe(obj, prefix=""):
+def describe(obj: Any, prefix: str = "") -> str | None:
     """A nested result object as one line of 'key: value' pairs (the format may grow keys)."""
     if obj is None:
         return None
@@ -150,7 +155,7 @@ def describe(obj, prefix=""):
     return "; ".join(p for p in parts if p)
 
 
-def _short(value):
+def _short(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
@@ -158,11 +163,11 @@ def _short(value):
     return str(value)
 
 
-def _number(value):
+def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def env_verdict(row, envs):
+def env_verdict(row: dict[str, Any], envs: pd.DataFrame) -> dict[str, Any]:
     """The gradient stage's verdict for the cell's environment, with the env's state."""
     match = envs[envs["env_id"] == row["env_id"]] if row["env_id"] is not None else envs.iloc[0:0]
     if not len(match) and row["env_id"] is None and len(envs):
@@ -174,7 +179,7 @@ def env_verdict(row, envs):
     return {"gradcheck_verdict": verdict, "gradcheck_max_rel_err": env["max_rel_err"]}
 
 
-def match_env_by_params(row, envs):
+def match_env_by_params(row: dict[str, Any], envs: pd.DataFrame) -> pd.DataFrame:
     """Without a manifest: the one env whose known params all equal the cell's."""
     keep = pd.Series(True, index=envs.index)
     for key in ("cudnn", "tf32", "canary"):

@@ -2,6 +2,10 @@
 *variant* (where it ran: device, torch, cuDNN, TF32, determinism). Seeds of one group x variant
 are replicates; the heatmap, the comparison and the curves all use these two keys."""
 
+from __future__ import annotations
+
+from typing import Any, Iterable
+
 import pandas as pd
 
 from report import references
@@ -23,17 +27,17 @@ DATASET_SHORT = {"cifar10": "C10", "cifar100": "C100"}
 UNKNOWN = "?"
 
 
-def text(value):
+def text(value: Any) -> str:
     """A param as text; None and NaN (an unknown param of an extra cell) become '?'."""
     return UNKNOWN if value is None or value != value else str(value)
 
 
-def varying(runs, axes):
+def varying(runs: pd.DataFrame, axes: Iterable[str]) -> list[str]:
     """The axes that take more than one value among these runs."""
     return [a for a in axes if a in runs and runs[a].fillna(UNKNOWN).nunique() > 1]
 
 
-def dataset_label(dataset, augment, identities=()):
+def dataset_label(dataset: str, augment: str, identities: Iterable[Any] = ()) -> str:
     """'C10+', or 'C10+ [jpeg75]' when the data is not (only) the official files: the paper's
     names stand for the official benchmark, so other data must say what it is."""
     short = DATASET_SHORT.get(dataset)
@@ -44,7 +48,7 @@ def dataset_label(dataset, augment, identities=()):
     return label + (" [%s]" % "/".join(tags) if tags else "")
 
 
-def identity_tags(dataset, identities):
+def identity_tags(dataset: str, identities: Iterable[Any]) -> list[str]:
     """Short names of the recorded identities, none when all are official (or the dataset's
     own name already says it, as for synthetic)."""
     found = sorted({str(i) for i in identities if i is not None and i == i and i != ""})
@@ -54,7 +58,7 @@ def identity_tags(dataset, identities):
     return [i[len(prefix) :] if i.startswith(prefix) else i for i in found]
 
 
-def recipe_label(row):
+def recipe_label(row: pd.Series) -> str:
     """'bamos', or 'bamos+overrides (nesterov)' where recorded values are not the recipe's:
     such a cell trained something else than the recipe and must not be pooled with it."""
     name = references.recipe_of(row)
@@ -63,7 +67,7 @@ def recipe_label(row):
     return name + ("+overrides (%s)" % keys if keys else "")
 
 
-def add_labels(runs):
+def add_labels(runs: pd.DataFrame) -> pd.DataFrame:
     """A copy of runs with `group` and `variant` columns (only varying axes beyond the model,
     dataset and augmentation are spelled out, so labels stay short) and `recipe_label`
     (recipe_label; named in the group where it varies)."""
@@ -80,7 +84,7 @@ def add_labels(runs):
 
     # The data's identity is a property of the whole group: seeds without a record yet
     # (missing, failed) must carry the same label as their siblings that have one.
-    identities = {}
+    identities: dict[tuple[str, ...], set[Any]] = {}
     for _, row in runs.iterrows():
         identities.setdefault(group_key(row), set()).add(row.get("dataset_identity"))
 

@@ -6,13 +6,16 @@ same mapping under a "cells" key, a list of {"id" or "cell_id", "predicted_s"}, 
 number per cell. Anything unreadable is said on the page, not guessed at.
 """
 
+from __future__ import annotations
+
 import json
 import os
+from typing import Any
 
 SECONDS_KEYS = ("predicted_s", "predicted_wall_s", "wall_s", "seconds")
 
 
-def load(path):
+def load(path: str | None) -> tuple[dict[str, dict[str, Any]], str]:
     """({cell id: {"seconds", "basis"}}, note for the page)."""
     name = os.path.basename(path or "") or "predicted_cost.json"
     if not path or not os.path.isfile(path):
@@ -41,7 +44,7 @@ def load(path):
     return out, note + ")"
 
 
-def _seconds(value):
+def _seconds(value: Any) -> float | None:
     if isinstance(value, dict):
         value = next((value[k] for k in SECONDS_KEYS if k in value), None)
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:

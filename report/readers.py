@@ -5,9 +5,12 @@ file is opened once and parsed from memory: a second read could see a newer vers
 that cannot be parsed is a *problem* named with its file, never a crash and never used as data.
 """
 
+from __future__ import annotations
+
 import io
 import json
 import os
+from typing import Any
 
 import pandas as pd
 
@@ -38,15 +41,20 @@ NON_NUMBERS = ("nan", "-nan", "NaN")
 class CellFiles(object):
     """What one directory holds: parsed files (None when absent or unusable) and problems."""
 
-    def __init__(self, path):
+    def __init__(self, path: str) -> None:
         self.path = path
         self.exists = os.path.isdir(path)
-        self.present = []
-        self.problems = {}  # file name -> one-line description of what is wrong with it
-        self.summary = self.failure = self.env = self.gradcheck = self.metrics = None
+        self.present: list[str] = []
+        # file name -> one-line description of what is wrong with it
+        self.problems: dict[str, str] = {}
+        self.summary: dict[str, Any] | None = None
+        self.failure: dict[str, Any] | None = None
+        self.env: dict[str, Any] | None = None
+        self.gradcheck: dict[str, Any] | None = None
+        self.metrics: pd.DataFrame | None = None
 
 
-def read_bytes(path):
+def read_bytes(path: str) -> bytes | None:
     """The file's bytes, or None when it does not exist (it may vanish between list and open).
     Any other OSError (a directory in the file's place, no permission) is raised: the caller
     names it as a problem of that file."""
@@ -57,7 +65,7 @@ def read_bytes(path):
         return None
 
 
-def read_file(path, name):
+def read_file(path: str, name: str) -> tuple[bytes | None, str | None]:
     """(bytes or None, problem or None): read_bytes, with an unreadable file as a problem."""
     try:
         return read_bytes(path), None
@@ -65,7 +73,7 @@ def read_file(path, name):
         return None, "%s: cannot be read (%s)" % (name, exc.strerror or type(exc).__name__)
 
 
-def parse_json(data, name):
+def parse_json(data: bytes, name: str) -> tuple[dict[str, Any] | None, str | None]:
     """(dict, None) or (None, problem) for the bytes of a JSON object file."""
     if not data.strip():
         return None, "%s: empty file" % name
@@ -78,7 +86,7 @@ def parse_json(data, name):
     return obj, None
 
 
-def parse_metrics(data):
+def parse_metrics(data: bytes) -> tuple[pd.DataFrame | None, str | None]:
     """(DataFrame, None) or (None, problem) for the bytes of metrics.csv."""
     text = data.decode("utf-8", errors="replace")
     lines = [line for line in text.splitlines() if line.strip()]
@@ -115,7 +123,7 @@ def parse_metrics(data):
     return frame, None
 
 
-def check_summary(summary):
+def check_summary(summary: dict[str, Any]) -> str | None:
     """None, or a problem when summary.json parses but breaks the contract."""
     status = summary.get("status")
     if status not in SUMMARY_STATUSES:
@@ -143,6 +151,8 @@ CONFIG_SHAPE = {
     "dropout": NUMBER,
     "augment_order": str,
     "stem": str,
+    "momentum_form": str,
+    "bn_eps": NUMBER,
 }
 ENVIRON_SHAPE = {
     "gpu": {"name": SCALAR, "capability": SCALAR, "driver": SCALAR},
@@ -194,7 +204,7 @@ TYPE_WORDS = {
 }
 
 
-def check_shape(obj, shape, where):
+def check_shape(obj: dict[str, Any], shape: dict[str, Any], where: str) -> str | None:
     """None, or a one-line problem naming the first key of obj whose value breaks shape."""
     for key, want in shape.items():
         value = obj.get(key)
@@ -212,7 +222,7 @@ def check_shape(obj, shape, where):
     return None
 
 
-def _wrong_item(values, want, path):
+def _wrong_item(values: list[Any], want: type | tuple[type, ...], path: str) -> str | None:
     for i, value in enumerate(values):
         problem = _wrong_type(value, want, "%s[%d]" % (path, i))
         if problem:
@@ -220,7 +230,7 @@ def _wrong_item(values, want, path):
     return None
 
 
-def _wrong_type(value, want, path):
+def _wrong_type(value: Any, want: type | tuple[type, ...], path: str) -> str | None:
     # bool is an int to isinstance; no key read as a number means true/false.
     if isinstance(value, want) and not (want in (int, NUMBER) and isinstance(value, bool)):
         return None
@@ -229,7 +239,7 @@ def _wrong_type(value, want, path):
     return "%s is %s, expected %s" % (path, shown, TYPE_WORDS[want])
 
 
-def read_dir(path):
+def read_dir(path: str) -> CellFiles:
     """Read every known file of a cell or gradcheck directory once."""
     cell = CellFiles(path)
     if not cell.exists:
@@ -270,7 +280,7 @@ def read_dir(path):
     return cell
 
 
-def check_json(obj, name):
+def check_json(obj: dict[str, Any], name: str) -> str | None:
     """None, or the problem of a parsed JSON object that breaks its file's contract."""
     if name == "summary.json":
         return check_summary(obj)

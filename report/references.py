@@ -1,9 +1,12 @@
 """Published numbers (report/references/, copied from ../shared/references with their sources)
 and the statistical verdict of a group of seeds against one of them."""
 
+from __future__ import annotations
+
 import math
 import os
 import re
+from typing import Any, Iterable, Mapping
 
 import pandas as pd
 from scipy import stats
@@ -33,7 +36,9 @@ RECIPE_SOURCES = {
     "chainer": ("chainer t-hanya (digitized)",),
 }
 DEFAULT_RECIPE = "lua"
-# Each recipe's resolved values (densenet/recipe.py resolves them, the cell records them in config).
+# Each recipe's resolved values (densenet/recipe.py RECIPES resolves them, the cell records them in
+# config; tests/test_recipes.py checks that the two tables agree: report/ does not import
+# densenet/).
 # A tuple allows several values; a callable takes the augmentation ("on"/"off"). A key a cell did
 # not record (NaN in runs.csv: an older cell) is the recipe's value. `augment_order` is not gated
 # without augmentation, where the order computes nothing. Common to all: the full sets, batch 64, lr
@@ -41,18 +46,21 @@ DEFAULT_RECIPE = "lua"
 # train.py).
 _COMMON = dict(batch_size=64, lr=0.1, momentum=0.9, weight_decay=1e-4)
 RECIPES = {
-    # liuzhuang13/DenseNet: Nesterov, lr /10 at epochs 150 and 225, normalize then zero-pad,
-    # He fan-out init, convolutions without bias; stem: the paper's text says 16 channels,
-    # the code builds 2k: both are the authors'.
+    # liuzhuang13/DenseNet: Nesterov, lr /10 from epochs 150 and 225 (of 300), normalize then
+    # zero-pad, He fan-out init, convolutions without bias; stem: the 2016 code behind Table 2
+    # builds 16 channels for plain DenseNets, 2k for BC (`paper`, the trainer's lua value), the
+    # code today 2k for all (`lua`): both are the authors'.
     "lua": dict(
         _COMMON,
         nesterov="on",
+        momentum_form="torch",
         lr_schedule="lua",
         norm="lua",
         augment_order="official",
         init="lua",
         bias="off",
         stem=("paper", "lua"),
+        bn_eps=1e-5,
         dropout=lambda augment: PAPER_DROPOUT.get(augment),
     ),
     # bamos/densenet.pytorch: plain momentum, the same drops, its own mean/std, zero-pad then
@@ -60,25 +68,31 @@ RECIPES = {
     "bamos": dict(
         _COMMON,
         nesterov="off",
+        momentum_form="torch",
         lr_schedule="lua",
         norm="bamos",
         augment_order="bamos",
         init="lua",
         bias="off",
         stem="lua",
+        bn_eps=1e-5,
         dropout=lambda augment: 0.0,
     ),
-    # t-hanya/chainer-DenseNet: Nesterov, lr x0.1 after epochs 150 and 225, chainer's
-    # initializers, convolutions with bias, a 16-channel stem, dropout 0.2.
+    # t-hanya/chainer-DenseNet: Chainer's NesterovAG (momentum_form chainer), lr x0.1 after
+    # epochs 150 and 225, chainer's initializers, convolutions with bias, a 16-channel stem,
+    # BN eps 2e-5, dropout 0.2. An approximation, not exact: its batches straddle epochs and
+    # its test accuracy is a mean over batches (docs/recipes.md, "Not reproduced exactly").
     "chainer": dict(
         _COMMON,
         nesterov="on",
+        momentum_form="chainer",
         lr_schedule="chainer",
         norm="lua",
         augment_order="official",
         init="chainer",
         bias="on",
         stem="paper",
+        bn_eps=2e-5,
         dropout=lambda augment: 0.2,
     ),
 }
@@ -90,6 +104,7 @@ RECIPE_KEYS = (
     "lr",
     "momentum",
     "nesterov",
+    "momentum_form",
     "lr_schedule",
     "weight_decay",
     "norm",
@@ -97,6 +112,7 @@ RECIPE_KEYS = (
     "init",
     "bias",
     "stem",
+    "bn_eps",
     "dropout",
 )
 DEFAULT_TOLERANCE = 0.5  # error points (percent); stated on the page, set with --tolerance
@@ -113,14 +129,14 @@ VERDICTS = {
 NOT_COMPARED = "not-compared"
 
 
-def published():
+def published() -> pd.DataFrame:
     """The published-errors table with one row per (source, model, dataset, augmentation)."""
     table = pd.read_csv(os.path.join(REFERENCE_DIR, PUBLISHED_CSV))
     table["augment"] = table["augmentation"].map({"yes": "on", "no": "off"})
     return table
 
 
-def chainer_curves():
+def chainer_curves() -> pd.DataFrame:
     """Digitized chainer curves, long format: version, epoch, main_loss, test_error_pct."""
     frames = []
     for version, name in sorted(CHAINER_CSVS.items()):
@@ -130,7 +146,7 @@ def chainer_curves():
     return pd.concat(frames, ignore_index=True)
 
 
-def model_key(name):
+def model_key(name: object) -> tuple[str, int, int] | None:
     """'densenet-bc100-k12' -> ('DenseNet-BC', 100, 12); None for models without references."""
     match = MODEL_NAME.match(str(name))
     if not match:
@@ -139,7 +155,7 @@ def model_key(name):
     return family, int(match.group("depth")), int(match.group("growth"))
 
 
-def references_for(table, model, dataset, augment):
+def references_for(table: pd.DataFrame, model: str, dataset: str, augment: str) -> pd.DataFrame:
     """Rows of the published table for this model, dataset and augmentation."""
     key = model_key(model)
     if key is None:
@@ -154,7 +170,7 @@ def references_for(table, model, dataset, augment):
     ]
 
 
-def not_comparable(group):
+def not_comparable(group: pd.DataFrame) -> str | None:
     """Why a group of completed runs is no comparison with published numbers (None when it
     is one).
 
@@ -182,19 +198,19 @@ def not_comparable(group):
     return recipe_difference(group)
 
 
-def recipe_of(run):
+def recipe_of(run: pd.Series | Mapping[str, Any]) -> str:
     """The recipe a run is compared as: its recorded `recipe`, else lua (an older cell)."""
     value = run.get("recipe") if hasattr(run, "get") else None
     return str(value) if _recorded(value) else DEFAULT_RECIPE
 
 
-def group_recipe(group):
+def group_recipe(group: pd.DataFrame) -> str | None:
     """The one recipe of a group's runs, or None when they differ."""
     names = {recipe_of(run) for _, run in group.iterrows()}
     return names.pop() if len(names) == 1 else None
 
 
-def recipe_difference(group):
+def recipe_difference(group: pd.DataFrame) -> str | None:
     """Why these runs are not one known recipe as its implementation ran it, or None: mixed
     or unknown recipe names, or recorded values other than the recipe's ("recipe bamos with
     overrides: nesterov on, bamos uses off"). An unrecorded value is the recipe's."""
@@ -219,7 +235,7 @@ def recipe_difference(group):
     return "%s: %s" % (what, "; ".join(found))
 
 
-def overrides(run):
+def overrides(run: pd.Series | Mapping[str, Any]) -> list[str]:
     """The recorded config values of one run that are not its recipe's, as texts
     ("nesterov on, bamos uses off"); empty for an unknown recipe."""
     name = recipe_of(run)
@@ -236,12 +252,12 @@ def overrides(run):
     return found
 
 
-def override_keys(run):
+def override_keys(run: pd.Series | Mapping[str, Any]) -> str:
     """The names of the keys overrides() reports ('nesterov; norm'), '' when none."""
     return "; ".join(text.split(" ", 1)[0] for text in overrides(run))
 
 
-def recipe_values(name, run):
+def recipe_values(name: str, run: pd.Series | Mapping[str, Any]) -> dict[str, tuple[Any, ...]]:
     """{config key: (allowed values as text or numbers)} of recipe `name` for one run (its
     dataset decides the set sizes, its augmentation the dropout and whether the order
     matters); {} for an unknown recipe."""
@@ -265,22 +281,22 @@ def recipe_values(name, run):
     }
 
 
-def rows_for(refs, group):
+def rows_for(refs: pd.DataFrame, group: pd.DataFrame) -> pd.DataFrame:
     """The published rows of this group's recipe (RECIPE_SOURCES) among refs."""
     sources = RECIPE_SOURCES.get(group_recipe(group), ())
     return refs[refs["source"].isin(sources)]
 
 
-def reference_name(name):
+def reference_name(name: str | None) -> str | None:
     """'bamos' -> 'bamos/densenet.pytorch': how a reason names a recipe's reference."""
     return {"lua": "the paper's Table 2"}.get(name, RECIPE_SOURCES.get(name, (name,))[0])
 
 
-def _recorded(value):
+def _recorded(value: Any) -> bool:
     return value is not None and value == value and value != ""
 
 
-def _same(got, want):
+def _same(got: Any, want: Any) -> bool:
     if isinstance(want, str):
         return str(got) == want
     try:
@@ -289,7 +305,7 @@ def _same(got, want):
         return False
 
 
-def _plain(value):
+def _plain(value: Any) -> str:
     """12.0 -> '12', 0.4 -> '0.4' (runs.csv turns integer columns with gaps into floats)."""
     try:
         number = float(value)
@@ -298,7 +314,12 @@ def _plain(value):
     return "%d" % number if number.is_integer() else "%g" % number
 
 
-def verdict(errors, published_value, tolerance=DEFAULT_TOLERANCE, alpha=ALPHA):
+def verdict(
+    errors: Iterable[float | None],
+    published_value: float,
+    tolerance: float = DEFAULT_TOLERANCE,
+    alpha: float = ALPHA,
+) -> dict[str, Any]:
     """Compare seed errors with a published value.
 
     With n >= 2 seeds, both at level alpha:
@@ -366,7 +387,7 @@ def verdict(errors, published_value, tolerance=DEFAULT_TOLERANCE, alpha=ALPHA):
     )
 
 
-def prediction_p(mean, sd, n, published_value):
+def prediction_p(mean: float, sd: float, n: int, published_value: float) -> float:
     """Two-sided p of the published value as one more draw from N(mean, sd) estimated from n
     seeds: (mean - published) has variance sd^2 (1 + 1/n), t with n - 1 df."""
     t = (mean - published_value) / (sd * math.sqrt(1.0 + 1.0 / n))

@@ -5,14 +5,22 @@ envs.csv (through report.sections), figures are embedded PNGs, and nothing is fe
 page is opened.
 """
 
+from __future__ import annotations
+
 import datetime
 import os
 import urllib.parse
+from typing import TYPE_CHECKING, Any, Mapping
 
 import jinja2
 
 from report import aggregate, atomic, figures, predicted, references, sections
 from report.labels import add_labels
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from report.study import Study
 
 COMPARISONS_CSV = "comparisons.csv"  # sections.COMPARISON_COLUMNS, beside runs.csv
 TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
@@ -29,8 +37,12 @@ IDENTITY_NOTES = {
 
 
 def write_report(
-    study, tables, out_dir, tolerance=references.DEFAULT_TOLERANCE, predicted_path=None
-):
+    study: Study,
+    tables: aggregate.Tables,
+    out_dir: str,
+    tolerance: float = references.DEFAULT_TOLERANCE,
+    predicted_path: str | None = None,
+) -> str:
     """Write report.html, runs.csv, comparisons.csv, curves.csv, envs.csv, layers.csv into
     out_dir (each atomically); returns the path of report.html."""
     os.makedirs(out_dir, exist_ok=True)
@@ -47,7 +59,7 @@ def write_report(
     return path
 
 
-def environment():
+def environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
         autoescape=True,
@@ -61,7 +73,13 @@ def environment():
     return env
 
 
-def build_context(study, tables, out_dir, tolerance, predicted_path=None):
+def build_context(
+    study: Study,
+    tables: aggregate.Tables,
+    out_dir: str,
+    tolerance: float,
+    predicted_path: str | None = None,
+) -> dict[str, Any]:
     """Everything the template shows, as plain values."""
     runs = tables.runs if "variant" in tables.runs else add_labels(tables.runs)
     labels = runs.set_index("cell_id")[["group", "variant"]]
@@ -120,7 +138,7 @@ def build_context(study, tables, out_dir, tolerance, predicted_path=None):
 TRAINED = ("completed", "diverged", "running")
 
 
-def banners(study, identities, runs):
+def banners(study: Study, identities: list[str], runs: pd.DataFrame) -> list[tuple[str, str]]:
     """Loud notices on the data's identity: the first thing on the page."""
     out = []
     if study.dataset_fallback:
@@ -154,7 +172,9 @@ def banners(study, identities, runs):
     return out
 
 
-def curve_panels(runs, curves, colors):
+def curve_panels(
+    runs: pd.DataFrame, curves: pd.DataFrame, colors: Mapping[str, tuple[float, float, float]]
+) -> list[dict[str, Any]]:
     """One learning-curve figure per group (canary cells excluded: they have their panel)."""
     clean = sections.clean(runs)
     chainer = references.chainer_curves()
@@ -181,7 +201,7 @@ def curve_panels(runs, curves, colors):
     return panels
 
 
-def chainer_mismatch(cells):
+def chainer_mismatch(cells: pd.DataFrame) -> str | None:
     """Why the chainer curves (300 epochs, official CIFAR-10) are not drawn beside these
     cells, or None: every cell must be of the paper protocol, and every cell that has trained
     must have recorded the official data."""
@@ -207,7 +227,9 @@ def chainer_mismatch(cells):
     )
 
 
-def canary_panels(runs, curves, envs):
+def canary_panels(
+    runs: pd.DataFrame, curves: pd.DataFrame, envs: pd.DataFrame
+) -> list[dict[str, Any]]:
     verdicts = envs.set_index("env_id")["verdict"].to_dict() if len(envs) else {}
     panels = []
     for pair in sections.canary_pairs(runs):
@@ -227,7 +249,7 @@ def canary_panels(runs, curves, envs):
     return panels
 
 
-def grad_envs(envs, runs, out_dir):
+def grad_envs(envs: pd.DataFrame, runs: pd.DataFrame, out_dir: str) -> list[dict[str, Any]]:
     """Gradient-stage rows with the cells that ran in each env and links to its files."""
     rows = []
     for _, env in envs.iterrows():
@@ -244,7 +266,7 @@ def grad_envs(envs, runs, out_dir):
     return rows
 
 
-def cell_rows(runs, out_dir):
+def cell_rows(runs: pd.DataFrame, out_dir: str) -> list[dict[str, Any]]:
     """Per-cell table rows with relative links to the cell's files."""
     rows = []
     seed = runs["seed"].map(lambda s: int(s) if str(s).isdigit() else 1 << 30)
@@ -256,41 +278,41 @@ def cell_rows(runs, out_dir):
     return rows
 
 
-def plain(row):
+def plain(row: pd.Series) -> dict[str, Any]:
     """A table row as a dict with NaN as None, so the template never prints 'nan'."""
     return {k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
 
 
-def link(path, out_dir):
+def link(path: str, out_dir: str) -> str:
     """A relative URL from the report directory to path (the results tree moves as a whole)."""
     rel = os.path.relpath(os.path.abspath(path), os.path.abspath(out_dir))
     return urllib.parse.quote(rel.replace(os.sep, "/"))
 
 
-def fmt_pct(value):
+def fmt_pct(value: Any) -> str:
     return "\u2014" if not sections._isfinite(value) else "%.2f" % float(value)
 
 
-def fmt_num(value, digits=1):
+def fmt_num(value: Any, digits: int = 1) -> str:
     if not sections._isfinite(value):
         return "\u2014"
     return "{:,.{d}f}".format(float(value), d=digits)
 
 
-def fmt_hours(seconds):
+def fmt_hours(seconds: Any) -> str:
     return "\u2014" if not sections._isfinite(seconds) else "%.3f" % (float(seconds) / 3600.0)
 
 
-def fmt_sci(value):
+def fmt_sci(value: Any) -> str:
     return "\u2014" if not sections._isfinite(value) else "%.2g" % float(value)
 
 
-def fmt_pm(mean, std):
+def fmt_pm(mean: float | None, std: float | None) -> str:
     if mean is None:
         return "\u2014"
     return "%.2f" % mean + ("" if std is None else " \u00b1 %.2f" % std)
 
 
-def fmt_short(value, n=12):
+def fmt_short(value: Any, n: int = 12) -> str:
     text = "" if value is None or value != value else str(value)
     return text if len(text) <= n else text[:n] + "\u2026"

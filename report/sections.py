@@ -5,7 +5,10 @@ from the CSV. Canary cells (an injected bug) never enter the heatmap, the compar
 axis deltas: they have their own panel.
 """
 
+from __future__ import annotations
+
 import math
+from typing import Any, Callable, Container, Iterable, Mapping
 
 import pandas as pd
 
@@ -15,23 +18,23 @@ from report.labels import AXIS_NAMES, VARIANT_AXES, text, varying
 from report.study import PARAM_KEYS
 
 
-def clean(runs):
+def clean(runs: pd.DataFrame) -> pd.DataFrame:
     """Runs without an injected bug."""
     return runs[runs["canary"].fillna("none") == "none"]
 
 
-def finite(values):
+def finite(values: Iterable[Any]) -> list[float]:
     return [float(v) for v in values if v is not None and _isfinite(v)]
 
 
-def _isfinite(value):
+def _isfinite(value: Any) -> bool:
     try:
         return math.isfinite(float(value))
     except (TypeError, ValueError):
         return False
 
 
-def mean_std(values):
+def mean_std(values: Iterable[Any]) -> tuple[float | None, float | None, int]:
     """(mean, sample std or None, n) of the finite values."""
     values = finite(values)
     n = len(values)
@@ -42,13 +45,13 @@ def mean_std(values):
     return mean, std, n
 
 
-def status_counts(frame, skip=("completed",)):
+def status_counts(frame: pd.DataFrame, skip: Container[str] = ("completed",)) -> str:
     """'2 failed, 1 missing' for the statuses not in skip."""
     counts = frame["status"].value_counts()
     return ", ".join("%d %s" % (counts[s], s) for s in sorted(counts.index) if s not in skip)
 
 
-def heatmap(runs):
+def heatmap(runs: pd.DataFrame) -> dict[str, Any]:
     """Final test error per group x variant: {"groups", "variants", "rows": [[entry]]}."""
     runs = clean(runs)
     groups, variants = sorted(runs["group"].unique()), sorted(runs["variant"].unique())
@@ -79,7 +82,7 @@ def heatmap(runs):
 PENDING = ("running", "missing", "failed", "corrupt")
 
 
-def seeds_text(cell):
+def seeds_text(cell: pd.DataFrame) -> str:
     """'2 of 3 seeds (1 diverged)': every seed of a group x variant, not only the completed."""
     done = int((cell["status"] == "completed").sum())
     others = status_counts(cell)
@@ -88,7 +91,9 @@ def seeds_text(cell):
     )
 
 
-def comparison(runs, tolerance, alpha=references.ALPHA):
+def comparison(
+    runs: pd.DataFrame, tolerance: float, alpha: float = references.ALPHA
+) -> dict[str, Any]:
     """Published comparison: {"blocks": [{group, variant, recipe, n, expected, seeds, mean,
     std, provisional, gradient_fail, refs: [...]}], "not_compared": [{group, variant, recipe,
     n, seeds, mean, std, reason}]}.
@@ -159,7 +164,7 @@ def comparison(runs, tolerance, alpha=references.ALPHA):
     return {"blocks": blocks, "not_compared": not_compared, "tolerance": tolerance}
 
 
-def eligibility(table, cell, done):
+def eligibility(table: pd.DataFrame, cell: pd.DataFrame, done: pd.DataFrame) -> str | None:
     """Why a group x variant gets no published comparison, or None."""
     if not len(done):
         return "no completed seed: %s" % status_counts(cell)
@@ -180,14 +185,16 @@ def eligibility(table, cell, done):
     return None
 
 
-def published_rows(table, done):
+def published_rows(table: pd.DataFrame, done: pd.DataFrame) -> pd.DataFrame:
     """The published rows of this group's recipe for its model, dataset and augmentation."""
     first = done.iloc[0]
     refs = references.references_for(table, first["model"], first["dataset"], first["augment"])
     return references.rows_for(refs, done)
 
 
-def seed_states_verdict(verdict, diverged, expected, pending):
+def seed_states_verdict(
+    verdict: dict[str, Any], diverged: int, expected: int, pending: str
+) -> dict[str, Any]:
     """The statistical verdict of the completed seeds, overruled by a diverged seed
     (not-reproduced, final) and otherwise marked provisional while seeds are unfinished.
     Adds "provisional" (bool) and "reasons" (list of texts)."""
@@ -231,7 +238,7 @@ COMPARISON_COLUMNS = [
 ]
 
 
-def comparison_table(comparison):
+def comparison_table(comparison: dict[str, Any]) -> pd.DataFrame:
     """The comparison as comparisons.csv rows (COMPARISON_COLUMNS), full precision."""
     rows = []
     for block in comparison["blocks"]:
@@ -275,7 +282,7 @@ def comparison_table(comparison):
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
-def axis_deltas(runs, axis):
+def axis_deltas(runs: pd.DataFrame, axis: str) -> dict[str, list[dict[str, Any]]]:
     """Completed cells paired across one on/off axis, all other params equal (same seed).
 
     Returns {"pairs": [...], "summary": [...]}; delta = error(off) - error(on), in points.
@@ -285,7 +292,13 @@ def axis_deltas(runs, axis):
     return paired_deltas(runs, axis, "on", "off")
 
 
-def paired_deltas(runs, axis, base, other, group_of=lambda row: row["group"]):
+def paired_deltas(
+    runs: pd.DataFrame,
+    axis: str,
+    base: str,
+    other: str,
+    group_of: Callable[[pd.Series], str] = lambda row: row["group"],
+) -> dict[str, list[dict[str, Any]]]:
     """Completed cells paired across `axis` (base vs other value), every other param, the
     and the recipe equal (same seed): {"pairs", "summary"}, delta = error(other)
     - error(base). group_of names a pair's group."""
@@ -335,7 +348,9 @@ def paired_deltas(runs, axis, base, other, group_of=lambda row: row["group"]):
     return {"pairs": pairs, "summary": delta_summary(pairs, incomplete)}
 
 
-def recipe_deltas(runs, base=references.DEFAULT_RECIPE):
+def recipe_deltas(
+    runs: pd.DataFrame, base: str = references.DEFAULT_RECIPE
+) -> list[dict[str, Any]]:
     """Groups that differ only in recipe, paired per seed as the cuDNN/TF32 deltas are: one
     {"recipes": "bamos - lua", "pairs", "summary"} per other recipe run beside `base`, delta =
     error(other) - error(base). Cells with overrides are no recipe and are never paired."""
@@ -354,12 +369,14 @@ def recipe_deltas(runs, base=references.DEFAULT_RECIPE):
     return out
 
 
-def _without_recipe(row):
+def _without_recipe(row: pd.Series) -> str:
     """A group label without its recipe part (labels.add_labels puts it last)."""
     return str(row["group"]).split(" \u00b7 " + AXIS_NAMES["recipe_label"], 1)[0]
 
 
-def delta_summary(pairs, incomplete):
+def delta_summary(
+    pairs: list[dict[str, Any]], incomplete: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """One row per group x context: the deltas' statistics and, in the note, the pairs that
     could not be formed ('1 pair incomplete: off diverged (seed 2)')."""
     frame = pd.DataFrame(pairs, columns=["group", "context", "delta", "time_ratio", "note"])
@@ -392,7 +409,7 @@ def delta_summary(pairs, incomplete):
     return summary
 
 
-def incomplete_text(missing):
+def incomplete_text(missing: pd.DataFrame) -> str:
     """'3 pairs incomplete: off skipped (seeds 0, 1, 2); on failed (seed 1)'."""
     parts = []
     for what, rows in missing.groupby("what", sort=True):
@@ -402,7 +419,7 @@ def incomplete_text(missing):
     return "%d pair%s incomplete: %s" % (n, "" if n == 1 else "s", "; ".join(parts))
 
 
-def canary_pairs(runs):
+def canary_pairs(runs: pd.DataFrame) -> list[dict[str, Any]]:
     """Each canary cell with its clean twin (same params, canary none), or None."""
     canaries = runs[runs["canary"].fillna("none") != "none"]
     keys = [k for k in PARAM_KEYS if k != "canary"]
@@ -415,7 +432,7 @@ def canary_pairs(runs):
     return out
 
 
-def cost(runs):
+def cost(runs: pd.DataFrame) -> dict[str, Any]:
     """Per group x variant: epoch time, img/s, peak memory, wall and GPU-hours; and totals."""
     # Cells that trained at least one epoch (a skipped cell records wall_s 0 and no epochs).
     ran = runs[runs["wall_s"].map(_isfinite) & (runs["epochs_done"].fillna(0) > 0)]
@@ -449,7 +466,9 @@ def cost(runs):
     return {"rows": rows, "totals": totals}
 
 
-def predicted_vs_measured(runs, predicted):
+def predicted_vs_measured(
+    runs: pd.DataFrame, predicted: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
     """Rows of (cell, predicted s, measured s, ratio) for cells with both numbers."""
     rows = []
     for _, run in runs.iterrows():
@@ -471,10 +490,10 @@ def predicted_vs_measured(runs, predicted):
     return rows
 
 
-def environments(runs):
+def environments(runs: pd.DataFrame) -> list[dict[str, Any]]:
     """One row per distinct software/hardware identity that ran cells."""
     seen = runs[runs["torch_version"].notna()]
-    rows = []
+    rows: list[dict[str, Any]] = []
     if not len(seen):
         return rows
     for ident, part in seen.fillna({c: "\u2014" for c in IDENTITY_COLUMNS}).groupby(
@@ -496,7 +515,7 @@ def environments(runs):
     return rows
 
 
-def cudnn_text(version):
+def cudnn_text(version: str | float | None) -> str | float | None:
     """torch.backends.cudnn.version() as 'major.minor.patch (raw)': cuDNN 9 encodes
     major*10000 + minor*100 + patch, earlier releases major*1000 + minor*100 + patch."""
     try:
@@ -508,7 +527,7 @@ def cudnn_text(version):
     return "%d.%d.%d (%d)" % (raw // scale, rest // 100, rest % 100, raw)
 
 
-def flag_mismatches(runs):
+def flag_mismatches(runs: pd.DataFrame) -> list[dict[str, Any]]:
     """Cells whose recorded flags contradict the requested cuDNN/TF32 setting (GPU only:
     on CPU both axes are recorded as not applicable)."""
     out = []
@@ -538,7 +557,7 @@ VERDICT_WORDS = {
 }
 
 
-def count_text(counts):
+def count_text(counts: Mapping[str, int]) -> str:
     """{"differs": 2, "reproduced": 1} -> '1 reproduced, 2 differ' (VERDICTS' order)."""
     return ", ".join(
         "%d %s" % (counts[name], VERDICT_WORDS[name][counts[name] != 1])
@@ -547,12 +566,14 @@ def count_text(counts):
     )
 
 
-def verdict_counts(comparison, envs):
+def verdict_counts(comparison: dict[str, Any], envs: pd.DataFrame) -> dict[str, Any]:
     """Headline counts: comparison verdicts per published source, final apart from
     provisional; and gradient-stage verdicts of the clean environments apart from the canary
     environments, whose "fail" is the designed detection (a canary env that does not fail is a
     harness failure)."""
-    final, provisional, sources = {}, {}, []
+    final: dict[str, dict[str, int]] = {}
+    provisional: dict[str, dict[str, int]] = {}
+    sources: list[str] = []
     for block in comparison["blocks"]:
         for ref in block["refs"]:
             if ref["source"] not in sources:
@@ -579,7 +600,7 @@ def verdict_counts(comparison, envs):
     }
 
 
-def stage_counts(envs):
+def stage_counts(envs: pd.DataFrame) -> dict[str, int]:
     stage = envs[envs["status"] == "completed"]["verdict"].value_counts().to_dict()
     missing = int((envs["status"] != "completed").sum())
     if missing:
@@ -587,7 +608,7 @@ def stage_counts(envs):
     return stage
 
 
-def canary_counts(envs):
+def canary_counts(envs: pd.DataFrame) -> dict[str, int]:
     """{"detected": n, "NOT detected (harness failure)": n, "not run / unreadable": n}."""
     done = envs[envs["status"] == "completed"]
     counts = {
@@ -598,7 +619,7 @@ def canary_counts(envs):
     return {k: v for k, v in counts.items() if v}
 
 
-def identities(runs):
+def identities(runs: pd.DataFrame) -> dict[str, list[str]]:
     """Distinct values of a few identity columns, for the header."""
     return {
         col: sorted({str(v) for v in runs[col] if _has(v)})
@@ -606,19 +627,19 @@ def identities(runs):
     }
 
 
-def _has(value):
+def _has(value: Any) -> bool:
     return value is not None and value == value and value != ""
 
 
-def _sub(a, b):
+def _sub(a: Any, b: Any) -> float | None:
     return float(a) - float(b) if _isfinite(a) and _isfinite(b) else None
 
 
-def _div(a, b):
+def _div(a: Any, b: Any) -> float | None:
     return float(a) / float(b) if _isfinite(a) and _isfinite(b) and float(b) else None
 
 
-def _median(values):
+def _median(values: Iterable[Any]) -> float | None:
     values = sorted(finite(values))
     if not values:
         return None

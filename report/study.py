@@ -6,8 +6,11 @@ directory to discover. Cell directories found beside the manifest's cells but no
 are reported too (marked `in_manifest = False`), so nothing on disk is silently ignored.
 """
 
+from __future__ import annotations
+
 import json
 import os
+from typing import Any, Callable, Iterable
 
 PARAM_KEYS = (
     "model",
@@ -39,7 +42,14 @@ class ManifestError(StudyError):
 class Study(object):
     """Expected cells and envs (dicts with id, path, params, ...), plus the study's identity."""
 
-    def __init__(self, name, cells, envs, manifest=None, manifest_path=None):
+    def __init__(
+        self,
+        name: str,
+        cells: list[dict[str, Any]],
+        envs: list[dict[str, Any]],
+        manifest: dict[str, Any] | None = None,
+        manifest_path: str | None = None,
+    ) -> None:
         self.name = name
         self.cells = cells
         self.envs = envs
@@ -50,7 +60,7 @@ class Study(object):
         self.dataset_fallback = self.manifest.get("dataset_fallback")
 
 
-def load_manifest(path):
+def load_manifest(path: str) -> dict[str, Any]:
     """Parse manifest.json; raises ManifestError with a one-line reason."""
     try:
         with open(path, "rb") as f:
@@ -80,7 +90,7 @@ ENTRY_TYPES = {"id": (str, int), "dir": str, "params": dict, "env": str, "rerun"
 TYPE_WORDS = {str: "a string", dict: "an object", list: "a list", (str, int): "a string"}
 
 
-def manifest_problem(manifest):
+def manifest_problem(manifest: dict[str, Any]) -> str | None:
     """None, or one line naming the first value of the manifest whose type is wrong."""
     if manifest.get("envs") is not None and not isinstance(manifest["envs"], list):
         return _wrong("envs", manifest["envs"], list)
@@ -99,13 +109,13 @@ def manifest_problem(manifest):
     return None
 
 
-def _wrong(where, value, want):
+def _wrong(where: str, value: Any, want: type | tuple[type, ...]) -> str:
     shown = json.dumps(value)
     shown = shown if len(shown) <= 40 else shown[:37] + "..."
     return "%s is %s, expected %s" % (where, shown, TYPE_WORDS[want])
 
 
-def resolve_base(manifest_path, dirs):
+def resolve_base(manifest_path: str, dirs: Iterable[str | None]) -> str:
     """The directory the manifest's relative paths start from.
 
     The workflow writes paths relative to the repository root (where snakemake runs), e.g.
@@ -126,7 +136,7 @@ def resolve_base(manifest_path, dirs):
     return os.getcwd()
 
 
-def from_manifest(path):
+def from_manifest(path: str) -> Study:
     """The study a manifest describes, with extra cell dirs found beside its cells."""
     manifest = load_manifest(path)
     entries = manifest["cells"]
@@ -172,7 +182,7 @@ def from_manifest(path):
     return Study(str(name), cells, envs, manifest, os.path.abspath(path))
 
 
-def from_results(results_dir):
+def from_results(results_dir: str) -> Study:
     """An ad-hoc study: every cell and gradcheck directory found under results_dir."""
     if not os.path.isdir(results_dir):
         # os.walk of a missing folder finds nothing: a typo would render an empty report.
@@ -188,7 +198,7 @@ def from_results(results_dir):
     return Study(os.path.basename(os.path.abspath(results_dir)), cells, envs)
 
 
-def _extra_cell(path, root):
+def _extra_cell(path: str, root: str) -> dict[str, Any]:
     cell_id = os.path.relpath(path, root)
     return {
         "id": os.path.basename(path) if cell_id == "." else cell_id,
@@ -200,7 +210,7 @@ def _extra_cell(path, root):
     }
 
 
-def discover_cells(root, max_depth=6):
+def discover_cells(root: str, max_depth: int = 6) -> list[str]:
     """Directories under root that hold a training cell's files, sorted."""
     return _walk(
         root,
@@ -209,12 +219,12 @@ def discover_cells(root, max_depth=6):
     )
 
 
-def discover_envs(root, max_depth=6):
+def discover_envs(root: str, max_depth: int = 6) -> list[str]:
     """Directories under root that hold a gradcheck.json, sorted."""
     return _walk(root, max_depth, lambda names: "gradcheck.json" in names)
 
 
-def _walk(root, max_depth, wanted):
+def _walk(root: str, max_depth: int, wanted: Callable[[set[str]], bool]) -> list[str]:
     found = []
     root = os.path.abspath(root)
     for here, dirs, names in os.walk(root):
@@ -227,7 +237,7 @@ def _walk(root, max_depth, wanted):
     return sorted(found)
 
 
-def _text(value):
+def _text(value: Any) -> str | None:
     """Params as the strings the CLI uses ('on', '0'), so tables group and sort consistently."""
     if isinstance(value, bool):
         return "on" if value else "off"

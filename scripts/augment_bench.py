@@ -16,12 +16,25 @@ import time
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tests"))
 sys.path.insert(0, REPO)
 
-from test_augment import pad_crop_flip  # noqa: E402
+from densenet.augment import PAD, Normalizer, augment, random_crop  # noqa: E402
 
-from densenet.augment import Normalizer, augment  # noqa: E402
+
+def pad_crop_flip(x_uint8, normalize, generator, order):
+    """The reference (the same as tests/test_augment.py's): pad the normalized (official) or
+    raw (bamos) batch, crop with two gathers, flip; the same draws in the same order as
+    augment()."""
+    n, _, h, _ = x_uint8.shape
+    pad = torch.nn.functional.pad
+    if order == "official":
+        x = pad(normalize(x_uint8), (PAD, PAD, PAD, PAD))
+    else:
+        x = normalize(pad(x_uint8, (PAD, PAD, PAD, PAD)))
+    draws = torch.randint(0, 2 * PAD + 1, (2, n), generator=generator)
+    flips = torch.randint(0, 2, (n,), generator=generator).bool()
+    x = random_crop(x, h, draws[0], draws[1])
+    return torch.where(flips.view(n, 1, 1, 1), x.flip(3), x)
 
 
 def main():

@@ -1,6 +1,8 @@
-"""Shared fixtures: paths, the offline CIFAR-10 rebuild, and a runner for `python -m densenet`."""
+"""Shared fixtures: paths, the offline CIFAR-10 rebuild, and a runner for `python -m densenet`;
+under pytest-xdist, the lock that lets a `serial` test run alone."""
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -20,9 +22,52 @@ def repo():
     return REPO
 
 
+def shared_tmp(tmp_path_factory):
+    """A folder every xdist worker of this run shares (each worker has a basetemp of its own
+    below it); this run's basetemp without xdist."""
+    base = tmp_path_factory.getbasetemp()
+    return str(base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base)
+
+
+@contextlib.contextmanager
+def flocked(path, mode):
+    with open(path, "a") as f:
+        fcntl.flock(f, mode)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@pytest.fixture(autouse=True)
+def serial_lock(request, tmp_path_factory):
+    """Under xdist, a test marked `serial` runs while no other test does: it holds run.lock
+    exclusively, every other test holds it shared. gate.lock makes a waiting serial test go
+    first: a worker takes gate.lock only to get its shared lock, and the serial test keeps it
+    until it has the exclusive one, so the next test of another worker cannot slip in ahead."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    folder = shared_tmp(tmp_path_factory)
+    gate, run = os.path.join(folder, "gate.lock"), os.path.join(folder, "run.lock")
+    if request.node.get_closest_marker("serial"):
+        with flocked(gate, fcntl.LOCK_EX), flocked(run, fcntl.LOCK_EX):
+            yield
+        return
+    with flocked(gate, fcntl.LOCK_EX):
+        f = open(run, "a")
+        fcntl.flock(f, fcntl.LOCK_SH)
+    try:
+        yield
+    finally:
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
+
+
 @pytest.fixture(scope="session")
 def cifar10_jpeg75(tmp_path_factory):
-    """A data dir holding cifar-10-batches-py rebuilt from ../shared (about 20 s, once)."""
+    """A data dir holding cifar-10-batches-py rebuilt from ../shared (about 20 s, once per run:
+    xdist workers share it)."""
     if not os.path.isfile(JPEG75_BUILD):
         why = "offline CIFAR-10 rebuild not found at %s" % JPEG75_BUILD
         # CI has ../shared and sets REQUIRE_SHARED_DATA=1 (.ci/run): there a checkout that is
@@ -33,8 +78,15 @@ def cifar10_jpeg75(tmp_path_factory):
     cached = os.environ.get("DENSENET_TEST_CIFAR10")
     if cached and os.path.isfile(os.path.join(cached, "cifar-10-batches-py", "test_batch")):
         return cached
-    out = str(tmp_path_factory.mktemp("cifar10-jpeg75"))
-    subprocess.run([sys.executable, JPEG75_BUILD, out], check=True, capture_output=True)
+    folder = shared_tmp(tmp_path_factory)
+    out = os.path.join(folder, "cifar10-jpeg75")
+    with flocked(os.path.join(folder, "cifar10-jpeg75.lock"), fcntl.LOCK_EX):
+        done = out + ".built"
+        if not os.path.isfile(done):
+            shutil.rmtree(out, ignore_errors=True)
+            os.makedirs(out)
+            subprocess.run([sys.executable, JPEG75_BUILD, out], check=True, capture_output=True)
+            open(done, "w").close()
     return out
 
 

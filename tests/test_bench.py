@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 from conftest import REPO, bottleneck_runs, densenet, start_densenet
-from trainlib import TINY_BENCH
+from helpers.trainlib import TINY_BENCH
 
 sys.path.insert(0, os.path.join(REPO, "workflow", "scripts"))
 import predict_cost  # noqa: E402

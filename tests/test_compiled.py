@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 from conftest import densenet, tiny_cell
-from trainlib import TINY_BENCH, read_metrics
+from helpers.trainlib import TINY_BENCH, read_metrics
 
 from densenet import celldir, compiled, kernels, outcome, train
 from densenet.gradcheck.batch import make_batch

@@ -9,7 +9,7 @@ import signal
 
 import pytest
 from conftest import read_json
-from dockerlib import (
+from helpers.dockerlib import (
     LOCK,
     REPO,
     TINY,

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 from conftest import read_json
-from dockerlib import (
+from helpers.dockerlib import (
     LOCK,
     REPO,
     TINY,

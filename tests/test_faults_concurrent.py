@@ -11,15 +11,15 @@ import sys
 import time
 
 import pytest
-from churn_cells import CELLS, write_all
 from conftest import REPO
-from faultlib import ENV
+from helpers.churn_cells import CELLS, write_all
+from helpers.faultlib import ENV
 
 from densenet import atomic
 from report import aggregate, study
 from report.cli import main as report_main
 
-CHURN = os.path.join(REPO, "tests", "churn_cells.py")
+CHURN = os.path.join(REPO, "tests", "helpers", "churn_cells.py")
 READ_S = 8.0  # atomic writer: how long the report keeps reading
 NAIVE_DEADLINE_S = 60.0  # naive writer: torn files show up within a few reads
 FULL_RENDERS = 2

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 from conftest import REPO
-from faultlib import (
+from helpers.faultlib import (
     copy_cell,
     flip_byte,
     inject,

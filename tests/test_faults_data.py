@@ -6,8 +6,8 @@ gives one line saying what to do; a dataset build that dies half-way leaves noth
 and an incomplete copy in the way is moved aside, never deleted.
 
 The real release cannot be reproduced here (its MD5s are fixed), so a small CIFAR-10 copy is
-generated in code and registered as official through tests/faultinject.py --official-md5: the
-same code path then decides official vs unknown."""
+generated in code and registered as official through tests/helpers/faultinject.py
+--official-md5: the same code path then decides official vs unknown."""
 
 import hashlib
 import json
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import yaml
 from conftest import REPO
-from faultlib import error_lines, flip_byte, inject, read_json, truncate
+from helpers.faultlib import error_lines, flip_byte, inject, read_json, truncate
 
 from densenet import data
 

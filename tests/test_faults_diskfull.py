@@ -14,10 +14,10 @@ import subprocess
 import sys
 
 import pytest
-import report_fixtures as fx
 from conftest import REPO
-from faultinject import WriteFault, raise_enospc
-from faultlib import (
+from helpers import report_fixtures as fx
+from helpers.faultinject import WriteFault, raise_enospc
+from helpers.faultlib import (
     ENV,
     FAULTINJECT,
     TINY,
@@ -31,7 +31,7 @@ from faultlib import (
     temp_files,
     train_argv,
 )
-from pipeline_helpers import checkout, snakemake
+from helpers.pipeline_helpers import checkout, snakemake
 
 import report.atomic
 from densenet import atomic, celldir, checkpoint
@@ -135,7 +135,7 @@ def test_enospc_while_rendering_keeps_the_previous_report(name, rendered_study, 
 def test_enospc_in_the_workflow_render_keeps_the_previous_report(rendered_study, monkeypatch):
     """workflow/scripts/publish_report.py renders into a temp folder swapped in only when the
     renderer succeeds: a renderer dying of ENOSPC (here in a real subprocess, through
-    tests/faultinject.py) leaves the published folder as it was and no temp folder."""
+    tests/helpers/faultinject.py) leaves the published folder as it was and no temp folder."""
     manifest, out = rendered_study
     before, folder = snapshot(out), os.stat(out).st_ino
     change_the_study(manifest)
@@ -258,7 +258,7 @@ def test_enospc_on_the_manifest_fails_its_job_and_leaves_no_partial_manifest(tmp
     # Snakemake starts: the fault is installed in every process through sitecustomize.
     hook = tmp_path / "hook"
     hook.mkdir()
-    (hook / "sitecustomize.py").write_text(SITECUSTOMIZE % os.path.join(REPO, "tests"))
+    (hook / "sitecustomize.py").write_text(SITECUSTOMIZE % os.path.join(REPO, "tests", "helpers"))
     work = checkout(tmp_path / "repo")
     study = os.path.join(work, "results", "default")
     argv = [sys.executable, "-m", "snakemake", "--cores", "1", "results/default/manifest.json"]

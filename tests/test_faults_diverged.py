@@ -8,7 +8,7 @@ import sys
 
 import pytest
 from conftest import REPO
-from faultlib import TINY, read_json, render_study_report, run
+from helpers.faultlib import TINY, read_json, render_study_report, run
 
 pytestmark = pytest.mark.slow
 

@@ -7,8 +7,8 @@ import json
 import os
 
 import pytest
-from faultinject import KILL_POSITIONS, opened_for_reading
-from faultlib import (
+from helpers.faultinject import KILL_POSITIONS, opened_for_reading
+from helpers.faultlib import (
     inject,
     metrics_rows,
     reference_cell,

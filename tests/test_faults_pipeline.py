@@ -13,7 +13,7 @@ import os
 
 import pytest
 from conftest import read_json
-from pipeline_helpers import checkout, snakemake
+from helpers.pipeline_helpers import checkout, snakemake
 
 from densenet import checkpoint
 

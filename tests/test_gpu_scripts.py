@@ -28,9 +28,12 @@ def check_rows(table_text):
 def test_gpu_all_dry_run_completes_every_stage_and_packs_its_results(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    # BENCH_S: every stage must run here; the default (350 s) is the H200's, and on these CPUs
-    # the compile stages alone take minutes.
-    env = dict(os.environ, GPU_BENCH_DRY="1", OUT=str(out), PYTHON=sys.executable, BENCH_S="1500")
+    # BENCH_S, CHECK_S, EXPLORE_S: every stage must run here; the defaults (350, 180, 45 s) are
+    # the H200's, and on these CPUs the compile stages alone take minutes. One thread per
+    # process: a busy neighbour (the other xdist worker) slows a 2-thread run many times over.
+    env = dict(os.environ, GPU_BENCH_DRY="1", OUT=str(out), PYTHON=sys.executable)
+    env.update(BENCH_S="1500", CHECK_S="900", EXPLORE_S="300")
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     # A bundle that is not there: the CIFAR-10 build fails and every run falls back to
     # synthetic data, as it would on a GPU machine without Pillow (and 20 s faster here).
     res = run_script(["scripts/gpu_all.sh", str(tmp_path / "no-bundle")], env, 1800)

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 from conftest import REPO, densenet, read_json
-from trainlib import TINY, read_metrics
+from helpers.trainlib import TINY, read_metrics
 
 from densenet import hostmem
 

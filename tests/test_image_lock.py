@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 import yaml
-from dockerlib import LOCK
+from helpers.dockerlib import LOCK
 
 # workflow/scripts is not a package; dockerlib put it on sys.path.
 commands = importlib.import_module("commands")

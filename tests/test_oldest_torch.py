@@ -18,7 +18,7 @@ import subprocess
 
 import pytest
 from conftest import REPO, densenet, read_json
-from trainlib import TINY, TINY_BENCH, kill9_in_epoch_2_then_resume, read_metrics
+from helpers.trainlib import TINY, TINY_BENCH, kill9_in_epoch_2_then_resume, read_metrics
 
 PINNED = ("3.8.", "1.8.")  # scripts/oldest_torch.sh: Python 3.8, torch 1.8.1
 OLDEST = os.environ.get("OLDEST_TORCH_PYTHON") or os.path.join(

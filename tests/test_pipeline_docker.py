@@ -7,8 +7,8 @@ import os
 
 import pytest
 from conftest import read_json
-from dockerlib import CPU_KEY, client_or_skip, cpu_image_or_skip
-from pipeline_helpers import checkout, snakemake
+from helpers.dockerlib import CPU_KEY, client_or_skip, cpu_image_or_skip
+from helpers.pipeline_helpers import checkout, snakemake
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 

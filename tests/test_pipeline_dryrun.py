@@ -10,10 +10,10 @@ import subprocess
 import sys
 import time
 
-import pipeline_helpers
 import yaml
 from conftest import REPO
-from pipeline_helpers import job_counts
+from helpers import pipeline_helpers
+from helpers.pipeline_helpers import job_counts
 
 SCHEMA = os.path.join(REPO, "workflow", "schemas", "config.schema.yaml")
 

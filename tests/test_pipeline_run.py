@@ -12,7 +12,7 @@ import time
 
 import pytest
 from conftest import default_sigint, read_json
-from pipeline_helpers import checkout, job_counts, snakemake, snakemake_argv
+from helpers.pipeline_helpers import checkout, job_counts, snakemake, snakemake_argv
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import os
 
 import pandas as pd
 import pytest
-import report_fixtures as fx
+from helpers import report_fixtures as fx
 from scipy import stats
 
 from report import aggregate, predicted, readers, references, sections, study

@@ -11,8 +11,8 @@ import shutil
 import tempfile
 
 import pytest
-import report_fixtures as fx
-from report_html import decode_png
+from helpers import report_fixtures as fx
+from helpers.report_html import decode_png
 
 from report.cli import main as report_main
 

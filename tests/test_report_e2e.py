@@ -8,7 +8,7 @@ import sys
 
 import pandas as pd
 import pytest
-from report_html import Page
+from helpers.report_html import Page
 
 pytestmark = pytest.mark.slow
 

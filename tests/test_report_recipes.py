@@ -11,8 +11,8 @@ from html import unescape
 
 import pandas as pd
 import pytest
-import report_fixtures as fx
-from report_html import Page
+from helpers import report_fixtures as fx
+from helpers.report_html import Page
 from scipy import stats
 
 from report import cli, references, sections

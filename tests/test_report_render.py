@@ -11,9 +11,9 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
-import report_fixtures as fx
 import seaborn as sns
-from report_html import Page, decode_png
+from helpers import report_fixtures as fx
+from helpers.report_html import Page, decode_png
 
 from report import aggregate, figures, sections
 from report.cli import main as report_main
@@ -345,6 +345,7 @@ def test_a_failed_render_leaves_the_old_report(monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # wall time: no other test beside it
 def test_100_cells_x_300_epochs_render_in_under_30_s(tmp_path):
     """The report of a paper-sized study renders in < 30 s."""
     root = str(tmp_path / "largestudy")

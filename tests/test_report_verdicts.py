@@ -10,8 +10,8 @@ from html import unescape
 import numpy as np
 import pandas as pd
 import pytest
-import report_fixtures as fx
-from report_html import Page
+from helpers import report_fixtures as fx
+from helpers.report_html import Page
 from scipy import stats
 
 from densenet.gradcheck import stage as gradcheck  # the stage's thresholds

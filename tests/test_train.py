@@ -5,20 +5,21 @@ import os
 
 import pytest
 from conftest import densenet, read_json
-from trainlib import TINY, kill9_in_epoch_2_then_resume, read_metrics
+from helpers.trainlib import TINY, kill9_in_epoch_2_then_resume, read_metrics
 
 from densenet.recipe import lr_at
 
 
-def test_paper_lr_schedule():
-    assert [lr_at(e, 300, 0.1) for e in (1, 150, 151, 225, 226, 300)] == [
-        0.1,
-        0.1,
-        0.01,
-        0.01,
-        0.001,
-        0.001,
-    ]
+def test_lr_schedules():
+    # lua (the default, the Lua code's `epoch >= 0.5*nEpochs`): 150 and 225 are the first
+    # epochs at the lower rate; chainer drops after them.
+    epochs = (1, 149, 150, 151, 224, 225, 226, 300)
+    assert [lr_at(e, 300, 0.1) for e in epochs] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.01, 0.001, 0.001, 0.001], rel=1e-12
+    )
+    assert [lr_at(e, 300, 0.1, "chainer") for e in epochs] == pytest.approx(
+        [0.1, 0.1, 0.1, 0.01, 0.01, 0.01, 0.001, 0.001], rel=1e-12
+    )
 
 
 @pytest.mark.parametrize(
@@ -79,6 +80,9 @@ def test_synthetic_is_learnable(tmp_path):
         "500",
         "--epochs",
         "2",
+        # Epoch 1 at lr 0.1: under lua's schedule 2 epochs run at 0.01 and 0.001 only.
+        "--lr-schedule",
+        "chainer",
         "--device",
         "cpu",
     )

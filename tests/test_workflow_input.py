@@ -8,11 +8,11 @@ import os
 import subprocess
 import sys
 
-import pipeline_helpers
 import pytest
-import report_fixtures as fx
 import yaml
 from conftest import REPO
+from helpers import pipeline_helpers
+from helpers import report_fixtures as fx
 
 from report import aggregate, readers, study
 from report.cli import main as report_main

@@ -40,7 +40,8 @@ def train_args(cfg, params):
     check the checksums itself too."""
     p, t = params, cfg["train"]
     args = ["--model", p["model"], "--dataset", p["dataset"], "--protocol", p["protocol"]]
-    for axis in ("augment", "optimizer", "cudnn", "tf32", "deterministic", "canary", "seed"):
+    axes = ("augment", "optimizer", "recipe", "cudnn", "tf32", "deterministic", "canary", "seed")
+    for axis in axes:
         args += ["--%s" % axis, p[axis]]
     args += ["--device", p["device"], "--download", "off"]
     args += ["--fast", t["fast"]]

@@ -20,6 +20,7 @@ AXES = (
     "dataset",
     "augment",
     "optimizer",
+    "recipe",
     "torch",
     "cudnn",
     "tf32",
@@ -28,6 +29,9 @@ AXES = (
     "seed",
 )
 ON_OFF_AXES = ("augment", "cudnn", "tf32", "deterministic")
+# Axes a study file may leave out, with the value that means "as before": a study written
+# before the axis existed plans the same cells.
+AXIS_DEFAULTS = {"recipe": ["lua"]}
 # An environment is what the gradient stage checks once: image x device x cudnn x tf32 x canary.
 ENV_AXES = ("torch", "cudnn", "tf32", "canary")
 ON_OFF_KEYS = (
@@ -194,6 +198,8 @@ def validate(config, schema):
     if error is not None:
         raise ConfigError("config error: " + describe(error))
     cfg = copy.deepcopy(config)
+    for axis, value in AXIS_DEFAULTS.items():
+        cfg["axes"].setdefault(axis, list(value))
     for axis in ON_OFF_AXES:
         cfg["axes"][axis] = [on_off(v) for v in cfg["axes"][axis]]
     for section, key in ON_OFF_KEYS:
@@ -276,7 +282,8 @@ def check_study_files(default_config, study_configs):
     given = set()
     for _, study in study_configs:
         given |= leaf_keys(study)
-    missing = sorted(leaf_keys(default_config) - given)
+    optional = {"axes." + axis for axis in AXIS_DEFAULTS}  # left out: the value as before
+    missing = sorted(leaf_keys(default_config) - given - optional)
     if missing:
         path = study_configs[-1][0]
         raise ConfigError(
@@ -287,14 +294,20 @@ def check_study_files(default_config, study_configs):
 
 
 def cell_id(params):
-    """A readable id holding every axis, so adding a value to an axis never renames cells."""
+    """A readable id holding every axis, so adding a value to an axis never renames cells. The
+    recipe shows where it is not the default lua (`sgd.recipe-bamos.torch-...`): the ids of
+    lua cells stay those of the studies written before the recipe axis."""
     p = params
+    recipe = p.get("recipe", "lua")
     return ".".join(
         [
             p["model"],
             p["dataset"],
             "aug-" + p["augment"],
             p["optimizer"],
+        ]
+        + ([] if recipe == "lua" else ["recipe-" + recipe])
+        + [
             "torch-" + p["torch"],
             "cudnn-" + p["cudnn"],
             "tf32-" + p["tf32"],

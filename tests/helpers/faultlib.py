@@ -1,5 +1,5 @@
 """Helpers of the fault tests (tests/test_faults_*.py): the tiny training run, the fault
-wrapper tests/faultinject.py as a subprocess, reading and damaging cell files."""
+wrapper tests/helpers/faultinject.py as a subprocess, reading and damaging cell files."""
 
 import csv
 import os
@@ -9,7 +9,7 @@ import sys
 
 from conftest import REPO, read_json, tiny_cell
 
-FAULTINJECT = os.path.join(REPO, "tests", "faultinject.py")
+FAULTINJECT = os.path.join(REPO, "tests", "helpers", "faultinject.py")
 EPOCHS = 2
 # 300 images, batch 64: 5 steps per epoch (faultinject.KILL_POSITIONS counts on that).
 TINY = tiny_cell(300, 100) + ["--epochs", str(EPOCHS)]
@@ -28,7 +28,7 @@ def run(argv, timeout=900):
 
 
 def inject(*args, timeout=900):
-    """tests/faultinject.py ARGS (fault options, `--`, then the target's command line)."""
+    """tests/helpers/faultinject.py ARGS (fault options, `--`, then the target's command line)."""
     return run([sys.executable, FAULTINJECT] + list(args), timeout=timeout)
 
 

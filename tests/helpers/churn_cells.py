@@ -1,7 +1,7 @@
 """Rewrite the files of a few cell directories in a loop, as training jobs do, until told to
 stop (tests/test_faults_concurrent.py runs the report against it).
 
-    python tests/churn_cells.py ROOT atomic|naive STOPFILE
+    python tests/helpers/churn_cells.py ROOT atomic|naive STOPFILE
 
 `atomic` writes through densenet.atomic (temp file + rename), `naive` opens the destination
 and writes it in place. Both pause half-way through every file (after an fsync), so that a
@@ -14,12 +14,11 @@ import os
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [os.path.dirname(HERE), HERE]
-
-import report_fixtures as fx  # noqa: E402
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [os.path.dirname(TESTS), TESTS]
 
 from densenet import atomic  # noqa: E402
+from helpers import report_fixtures as fx  # noqa: E402
 
 PAUSE_S = 0.002
 EPOCHS = 300
@@ -61,7 +60,7 @@ def write_naive(path, data):
 
 def slow_atomic():
     """densenet.atomic.write_bytes with the same half-way pause inside its temp file."""
-    from faultinject import WriteFault
+    from helpers.faultinject import WriteFault
 
     WriteFault(atomic, None, None, "during", lambda path: time.sleep(PAUSE_S))
     return atomic.write_bytes

@@ -9,7 +9,7 @@ import time
 import pytest
 from conftest import default_sigint
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPTS = os.path.join(REPO, "workflow", "scripts")
 LOCK = os.path.join(REPO, "containers", "images.lock.yaml")
 CPU_KEY = "cpu-2.13.0"

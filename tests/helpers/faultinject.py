@@ -2,7 +2,7 @@
 injected at a deterministic point. Production code carries no test hooks: the faults
 are installed here, by replacing module attributes before the target starts.
 
-    python tests/faultinject.py [--kill-at POSITION] [--enospc FILE:N] [--trace-opens LOG]
+    python tests/helpers/faultinject.py [--kill-at POSITION] [--enospc FILE:N] [--trace-opens LOG]
         [--official-md5 JSON] -- densenet train --out DIR ...   (or: report ..., or x.py ...)
 
 --kill-at      SIGKILL the process at a named POSITION (KILL_POSITIONS below).
@@ -21,7 +21,7 @@ import runpy
 import signal
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def sigkill():
