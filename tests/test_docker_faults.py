@@ -1,4 +1,4 @@
-"""Docker faults (issue 7): a failing container, an OOM kill, a missing or unpinned image, no
+"""Docker faults: a failing container, an OOM kill, a missing or unpinned image, no
 daemon, an interrupt. Each ends the cell as documented: `failed` with the reason and the log
 tail in failure.json, or (interrupt) no verdict at all and no container left behind."""
 

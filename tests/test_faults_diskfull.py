@@ -1,4 +1,4 @@
-"""Fault suite, disk full (issue 7): a write that fails with ENOSPC half-way leaves nothing
+"""Fault suite, disk full: a write that fails with ENOSPC half-way leaves nothing
 partial where a later step would read it. The destination keeps its previous version (or stays
 absent) and the temp file is removed, for checkpoint.pt, metrics.csv, summary.json,
 gradcheck.json and the report's CSVs and HTML; a training run that hits it fails in one line
@@ -34,12 +34,12 @@ from faultlib import (
 from pipeline_helpers import checkout, snakemake
 
 import report.atomic
-from densenet import atomic, checkpoint, train
+from densenet import atomic, celldir, checkpoint
 from report.cli import main as report_main
 
 sys.path.insert(0, os.path.join(REPO, "workflow", "scripts"))
 
-import render_report  # noqa: E402  (workflow/scripts is not a package)
+import publish_report  # noqa: E402  (workflow/scripts is not a package)
 
 
 def fill_disk(monkeypatch, module, name):
@@ -50,15 +50,15 @@ def fill_disk(monkeypatch, module, name):
 
 
 def rows(n):
-    return [dict(dict.fromkeys(train.METRIC_COLUMNS, 0.5), epoch=e) for e in range(1, n + 1)]
+    return [dict(dict.fromkeys(celldir.METRIC_COLUMNS, 0.5), epoch=e) for e in range(1, n + 1)]
 
 
 # file -> writer(cell dir, version): the production call that writes that file.
 WRITERS = {
     "checkpoint.pt": lambda d, v: checkpoint.save(os.path.join(d, "checkpoint.pt"), {"epoch": v}),
-    "metrics.csv": lambda d, v: train.Cell(d).write_metrics(rows(v)),
+    "metrics.csv": lambda d, v: celldir.Cell(d).write_metrics(rows(v)),
     "summary.json": lambda d, v: atomic.write_json(
-        os.path.join(d, "summary.json"), train.summary("completed", {}, rows(v), 1.0, None)
+        os.path.join(d, "summary.json"), celldir.summary("completed", {}, rows(v), 1.0, None)
     ),
 }
 
@@ -133,7 +133,7 @@ def test_enospc_while_rendering_keeps_the_previous_report(name, rendered_study, 
 
 
 def test_enospc_in_the_workflow_render_keeps_the_previous_report(rendered_study, monkeypatch):
-    """workflow/scripts/render_report.py renders into a temp folder swapped in only when the
+    """workflow/scripts/publish_report.py renders into a temp folder swapped in only when the
     renderer succeeds: a renderer dying of ENOSPC (here in a real subprocess, through
     tests/faultinject.py) leaves the published folder as it was and no temp folder."""
     manifest, out = rendered_study
@@ -146,16 +146,16 @@ def test_enospc_in_the_workflow_render_keeps_the_previous_report(rendered_study,
         faulty = [argv[0], FAULTINJECT, "--enospc", "report.html:1", "--", "report"]
         return real_call(faulty + argv[3:], **kwargs)
 
-    monkeypatch.setattr(render_report.subprocess, "call", report_on_a_full_disk)
-    assert render_report.main(["--manifest", manifest, "--out", out]) != 0
+    monkeypatch.setattr(publish_report.subprocess, "call", report_on_a_full_disk)
+    assert publish_report.main(["--manifest", manifest, "--out", out]) != 0
     # The same folder with the same bytes: the renderer wrote the changed study's CSVs before
     # it died, so a render straight into --out would show here.
     assert snapshot(out) == before and os.stat(out).st_ino == folder
     parent = os.path.dirname(out)
     assert not [n for n in os.listdir(parent) if n.startswith(".report-")]
     # The control: with space again, a new folder holding the changed study is swapped in.
-    monkeypatch.setattr(render_report.subprocess, "call", real_call)
-    assert render_report.main(["--manifest", manifest, "--out", out]) == 0
+    monkeypatch.setattr(publish_report.subprocess, "call", real_call)
+    assert publish_report.main(["--manifest", manifest, "--out", out]) == 0
     again = snapshot(out)
     assert os.stat(out).st_ino != folder and sorted(again) == sorted(before)
     assert again["runs.csv"] != before["runs.csv"]

@@ -1,4 +1,4 @@
-"""Fault suite, a failed cell inside a study (issue 7): one cell's job fails, the other cells go
+"""Fault suite, a failed cell inside a study: one cell's job fails, the other cells go
 on (keep-going, from the default profile that a plain `snakemake` loads), the failed cell keeps
 its reason and log tail in failure.json, and the report rendered after the failed run shows it
 as `failed` beside the completed one.

@@ -12,6 +12,7 @@ import yaml
 from dockerlib import LOCK
 
 # workflow/scripts is not a package; dockerlib put it on sys.path.
+commands = importlib.import_module("commands")
 docker_runner = importlib.import_module("docker_runner")
 image_lock = importlib.import_module("image_lock")
 
@@ -171,10 +172,6 @@ def test_repository_of_a_tag(tag, repo):
 
 def test_image_ref_is_added_once_and_only_where_densenet_takes_it():
     train = ["python", "-m", "densenet", "train", "--out", "/cell"]
-    assert docker_runner.with_image_ref(train, "t@d")[-2:] == ["--image-ref", "t@d"]
-    assert (
-        docker_runner.with_image_ref(train + ["--image-ref", "x"], "t@d").count("--image-ref") == 1
-    )
-    assert "--image-ref" not in docker_runner.with_image_ref(
-        ["python", "-m", "densenet", "env"], "t@d"
-    )
+    assert commands.with_image_ref(train, "t@d")[-2:] == ["--image-ref", "t@d"]
+    assert commands.with_image_ref(train + ["--image-ref", "x"], "t@d").count("--image-ref") == 1
+    assert "--image-ref" not in commands.with_image_ref(["python", "-m", "densenet", "env"], "t@d")

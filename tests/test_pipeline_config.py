@@ -229,6 +229,18 @@ def test_overlap_is_on_by_default_and_never_retrains_a_cell(default, schema):
     assert "train.overlap" in error_of(default, schema)
 
 
+def test_densenet_argv_is_the_one_finished_command():
+    """Both runners finish a job's command here: --out and --data-dir as the started process
+    sees them, then --image-ref (docker) once the image is resolved."""
+    argv = commands.densenet_argv("python", ["train", "--model", "m"], "/cell", "/data")
+    assert argv == ["python", "-m", "densenet", "train", "--model", "m", "--out", "/cell"] + [
+        "--data-dir",
+        "/data",
+    ]
+    assert commands.densenet_argv("py", ["gradcheck"], "/cell")[-2:] == ["--out", "/cell"]
+    assert commands.with_image_ref(argv, "t@d")[-2:] == ["--image-ref", "t@d"]
+
+
 def test_cli_args_one_flag_each_typed():
     args = commands.cli_args(["config/studies/a.yaml"], {"train": {"epochs": "1"}, "study": "x"})
     assert args == [

@@ -1,4 +1,4 @@
-"""The pipeline with the docker runner (issue 3): Snakemake trains a cell and checks its
+"""The pipeline with the docker runner: Snakemake trains a cell and checks its
 gradients inside the offline CPU image, env.json records the image, the container's output
 is streamed into the job's log; a container that fails (OOM-killed) fails its job, with the
 reason and the log tail kept, while Snakemake goes on with --keep-going."""

@@ -1,6 +1,7 @@
 """The pipeline end to end on the local runner and the CPU, in a copy of the checkout: the
 default study (tiny cells) trains and produces the report; one cell's rerun command reruns
-exactly that training job and the report; an interrupted study finishes on the next run
+exactly that training job and the report; a change of how jobs run (GPU policy, threads,
+checkpoint keeping, overlap) retrains nothing; an interrupted study finishes on the next run
 without retraining finished cells."""
 
 import os
@@ -91,15 +92,36 @@ def test_second_run_has_nothing_to_do(default_study):
     assert "Nothing to be done" in res.stdout + res.stderr
 
 
-def test_report_target_rerenders_without_training(default_study):
+def test_render_report_target_rerenders_without_training(default_study):
     work, manifest = default_study
     html = os.path.join(work, "results/default/report/report.html")
     before = os.stat(html).st_mtime_ns
     data = 'data={"dir": "%s"}' % manifest["config"]["data"]["dir"]
-    res = snakemake(work, "--cores", "1", "report", "--config", data, TINY_TRAIN, TINY_GRADCHECK)
+    res = snakemake(
+        work, "--cores", "1", "render_report", "--config", data, TINY_TRAIN, TINY_GRADCHECK
+    )
     assert res.returncode == 0, res.stderr[-3000:]
-    assert job_counts(res.stdout + res.stderr) == {"report": 1}
+    assert job_counts(res.stdout + res.stderr) == {"render_report": 1}
     assert os.stat(html).st_mtime_ns > before
+
+
+def test_how_jobs_run_never_retrains_a_finished_cell(default_study):
+    """The runner's GPU policy and threads, checkpoint keeping, the overlap and the progress
+    render change how jobs run, not what they compute: no cell, gradient check or probe
+    reruns (the manifest records the new config, and the report follows it)."""
+    work, manifest = default_study
+    data = 'data={"dir": "%s"}' % manifest["config"]["data"]["dir"]
+    train = (
+        'train={"epochs": 1, "n_train": 200, "n_test": 100, "threads": 1, "overlap": "off",'
+        ' "keep_checkpoint": "on"}'
+    )
+    progress = 'report={"progress": false, "predict_cost": true}'
+    res = snakemake(work, "-n", "--config", data, train, TINY_GRADCHECK, "gpu=none", progress)
+    assert res.returncode == 0, res.stderr[-3000:]
+    counts = job_counts(res.stdout)
+    assert counts.get("write_manifest") == 1, res.stdout  # the config did change
+    for rule in ("train_cell", "check_gradients", "probe_cost", "prepare_data"):
+        assert rule not in counts, res.stdout
 
 
 def test_rerun_one_cell_reruns_that_job_and_the_report(default_study):
@@ -111,7 +133,9 @@ def test_rerun_one_cell_reruns_that_job_and_the_report(default_study):
 
     # What the forced cell drags along: its training job and the report, nothing else.
     dry = snakemake(work, "-n", "--forcerun", summary, *rerun[5:])
-    assert job_counts(dry.stdout) == {"train_cell": 1, "render_report": 1, "all": 1}, dry.stdout
+    assert job_counts(dry.stdout) == {"train_cell": 1, "render_final_report": 1, "all": 1}, (
+        dry.stdout
+    )
     assert "cell=%s" % cell["id"] in dry.stdout and "cell=%s" % other["id"] not in dry.stdout
 
     untouched = [os.path.join(work, other["dir"], "summary.json")] + [

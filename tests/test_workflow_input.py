@@ -1,6 +1,6 @@
-"""Bad input at the workflow's and the report's entry points (notes of the input audit,
-findings 3, 4, 9-13): one line naming the thing and what was expected, nothing half-written,
-and a malformed cell file makes its cell `corrupt` instead of taking the report down."""
+"""Bad input at the workflow's and the report's entry points: one line naming the thing and
+what was expected, nothing half-written, and a malformed cell file makes its cell `corrupt`
+instead of taking the report down."""
 
 import csv
 import json
@@ -76,7 +76,7 @@ def config_error(output):
     return errors[0]
 
 
-# --- python -m report: arguments (findings 3 and 4) ---------------------------------------
+# --- python -m report: arguments -----------------------------------------------------------------
 
 
 @pytest.fixture
@@ -127,7 +127,7 @@ def test_an_explicit_predicted_file_must_exist(tmp_path, results, capsys):
     assert not (tmp_path / "o").exists()
 
 
-# --- python -m report: malformed input never crashes it (finding 11) -----------------------
+# --- python -m report: malformed input never crashes it ------------------------------------------
 
 
 def test_a_manifest_that_is_a_directory_is_one_line(tmp_path, capsys):
@@ -238,7 +238,7 @@ def test_the_report_renders_beside_broken_cells_and_envs(tmp_path, capsys):
     assert envs[0]["status"] == "corrupt" and "gradcheck.json" in envs[0]["reason"]
 
 
-# --- run_cell.py (findings 3 and 12) -------------------------------------------------------
+# --- run_cell.py ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -277,7 +277,7 @@ def test_run_cell_takes_the_childs_error_line_as_the_reason(tmp_path):
     assert run_cell.child_error(["error: boom", "done"]) == "boom"
 
 
-# --- predict_cost.py and prepare_data.py (finding 12) --------------------------------------
+# --- predict_cost.py and prepare_data.py ---------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -320,7 +320,7 @@ def test_prepare_data_build_needs_a_builder(tmp_path, builder, fragment):
     assert not (tmp_path / "D").exists() and not (tmp_path / "R.json").exists()
 
 
-# --- the data config (finding 9) -----------------------------------------------------------
+# --- the data config -----------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -387,7 +387,7 @@ def test_snakemake_names_the_data_keys(tmp_path):
     assert code != 0 and "data.dir: %s is a dataset folder itself" % folder in config_error(out)
 
 
-# --- the image lock at DAG time (finding 10) -----------------------------------------------
+# --- the image lock at DAG time ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -420,7 +420,7 @@ def test_a_lock_entry_that_is_not_a_mapping_is_one_line(tmp_path):
         image_lock.read_entry(str(lock), "2.5.1")
 
 
-# --- text keys that look like numbers (finding 13) -----------------------------------------
+# --- text keys that look like numbers ------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")

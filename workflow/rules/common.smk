@@ -1,6 +1,13 @@
 # Validated config, the matrix of cells and environments, and the get_*/is_* helpers that the
 # rules use. The logic lives in workflow/scripts/ (study.py, data_plan.py, commands.py: plain
 # Python, unit-tested without Snakemake); this file wires it to the config.
+#
+# What a job computes goes into its params, since Snakemake reruns a job whose params changed
+# (the profiles' --rerun-triggers mtime params input). How a job runs (runner, image lock, GPU
+# policy, threads, checkpoint keeping, the data action) must never retrain a finished cell, so
+# it reaches the command otherwise: study-wide values as the constants below (TRAIN_OPTIONS,
+# RENDER_PROGRESS), per-job values as string resources (runner=..., action=...), which are no
+# rerun trigger either.
 
 import os
 import re
@@ -14,15 +21,16 @@ sys.path[:0] = [SCRIPTS, workflow.basedir]
 import commands  # noqa: E402
 import data_plan  # noqa: E402
 import image_lock  # noqa: E402
+import predict_cost  # noqa: E402
 import study  # noqa: E402
-from densenet import atomic  # noqa: E402  (standard library only at import)
 
 # Jobs call the harness through the interpreter that runs Snakemake, so the venv's python is
 # used even when the venv is not activated.
 PYTHON = sys.executable
 RUN_CELL = os.path.join(SCRIPTS, "run_cell.py")
 PREPARE_DATA = os.path.join(SCRIPTS, "prepare_data.py")
-RENDER_REPORT = os.path.join(SCRIPTS, "render_report.py")
+PUBLISH_REPORT = os.path.join(SCRIPTS, "publish_report.py")
+PREDICT_COST = os.path.join(SCRIPTS, "predict_cost.py")
 SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
 DEFAULT_CONFIGFILE = os.path.join("config", "config.yaml")
 
@@ -87,8 +95,8 @@ localrules:
     all,
     prepare_data,
     write_manifest,
+    render_final_report,
     render_report,
-    report,
 
 
 wildcard_constraints:
@@ -122,7 +130,9 @@ def get_predicted_cost(wildcards):
     )
 
 
-def get_data_args(wildcards):
+def get_data_action(wildcards):
+    """How prepare_data gets the data (a resource: once the data is in place the action
+    becomes `identify`, and that must not redo the job)."""
     return commands.quote(commands.data_args(CFG, DATA_ACTIONS[wildcards.dataset]))
 
 
@@ -166,12 +176,9 @@ def get_train_args(wildcards):
     )
 
 
-def get_train_options():
-    return commands.quote(commands.train_options(CFG))
-
-
-def get_cell_runner_args(wildcards, threads):
-    """How the cell runs (not a param: a new GPU policy must not retrain finished cells)."""
+def get_cell_runner(wildcards, threads):
+    """run_cell.py's options for a cell (a resource: a new GPU policy, runner or thread count
+    must not retrain finished cells)."""
     p = CELL_BY_ID[wildcards.cell]["params"]
     data_dir = CFG["data"]["dir"] if is_real_dataset(p["dataset"]) else None
     cell_dir = "%s/cells/%s" % (STUDY_DIR, wildcards.cell)
@@ -186,17 +193,44 @@ def get_gradcheck_args(wildcards):
     )
 
 
-def get_env_runner_args(wildcards, threads):
-    torch = ENV_BY_ID[wildcards.env]["params"]["torch"]
-    env_dir = "%s/gradcheck/%s" % (STUDY_DIR, wildcards.env)
-    return commands.quote(commands.runner_args(CFG, torch, env_dir, threads))
+def env_runner(env, stage, threads):
+    """run_cell.py's options for a job of one environment that writes into
+    results/<study>/<stage>/<env> (a resource, as for cells)."""
+    torch = ENV_BY_ID[env]["params"]["torch"]
+    out_dir = "%s/%s/%s" % (STUDY_DIR, stage, env)
+    return commands.quote(commands.runner_args(CFG, torch, out_dir, threads))
+
+
+def get_env_runner(wildcards, threads):
+    """run_cell.py's options for an environment's gradient check."""
+    return env_runner(wildcards.env, "gradcheck", threads)
+
+
+def get_probe_args(wildcards):
+    return commands.quote(
+        predict_cost.probe_args(
+            CELLS, wildcards.env, ENV_BY_ID[wildcards.env]["params"]
+        )
+    )
+
+
+def get_probe_runner(wildcards, threads):
+    """run_cell.py's options for an environment's cost probe."""
+    return env_runner(wildcards.env, "cost", threads)
 
 
 def get_progress_command():
     """The report re-render after each cell (report.progress), or `true` when off."""
     if not CFG["report"]["progress"]:
         return "true"
-    return commands.quote(commands.progress_args(PYTHON, RENDER_REPORT, STUDY_DIR))
+    return commands.quote(commands.progress_args(PYTHON, PUBLISH_REPORT, STUDY_DIR))
+
+
+# `densenet train` options that change no result (commands.train_options): the same for every
+# cell, so a constant of the train_cell command rather than a param.
+TRAIN_OPTIONS = commands.quote(commands.train_options(CFG))
+# The best-effort report re-render after each cell.
+RENDER_PROGRESS = get_progress_command()
 
 
 def get_all_summaries(wildcards):
@@ -212,10 +246,3 @@ def get_manifest():
     files = workflow.overwrite_configfiles
     args = commands.cli_args(files, workflow.config_settings.config)
     return study.manifest_json(CFG, CELLS, ENVS, DATASET_FALLBACK, args)
-
-
-def save_manifest(path, text, log):
-    """Write the manifest atomically (the report may be reading the previous one)."""
-    atomic.write_text(path, text + "\n")
-    with open(log, "w") as f:
-        print("manifest: %d cells, %d environments" % (len(CELLS), len(ENVS)), file=f)

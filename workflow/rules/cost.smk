@@ -1,15 +1,12 @@
-# Cost prediction (issue 6): before the cells train, a short timing probe per environment (a
-# few steps of each model and optimizer its cells use, through the same runner as training),
-# then one predicted time per cell, which the report shows beside the measured one. Include
-# after common.smk and report.smk (it uses their helpers and rules.write_manifest).
-
-import predict_cost  # noqa: E402  (workflow/scripts, on sys.path via common.smk)
-
-PREDICT_COST = os.path.join(SCRIPTS, "predict_cost.py")
+# Cost prediction: before the cells train, a short timing probe per environment (a few steps
+# of each model and optimizer its cells use, through the same runner as training), then one
+# predicted time per cell, which the report shows beside the measured one. Include after
+# common.smk and report.smk (it uses their helpers and rules.write_manifest).
 
 
-# A few timed steps per model in one environment (seconds on a GPU, minutes on a CPU); high
-# priority, so that the prediction exists before the cells are trained.
+# Time a few steps of each model and optimizer of one environment.
+# Seconds on a GPU, minutes on a CPU; high priority, so that the prediction exists before the
+# cells are trained.
 rule probe_cost:
     output:
         "results/{study}/cost/{env}/probe.json",
@@ -19,25 +16,14 @@ rule probe_cost:
     threads: get_threads()
     resources:
         gpu=get_gpu_count,
+        runner=get_probe_runner,
     params:
-        probe=lambda w: commands.quote(
-            predict_cost.probe_args(CELLS, w.env, ENV_BY_ID[w.env]["params"])
-        ),
-        runner=lambda w, threads: commands.quote(
-            commands.runner_args(
-                CFG,
-                ENV_BY_ID[w.env]["params"]["torch"],
-                "%s/cost/%s" % (STUDY_DIR, w.env),
-                threads,
-            )
-        ),
-    run:
-        shell(
-            "{PYTHON} {RUN_CELL} {params.runner} -- bench --probe {params.probe} > {log} 2>&1"
-        )
+        probe=get_probe_args,
+    shell:
+        "{PYTHON} {RUN_CELL} {resources.runner} -- bench --probe {params.probe} > {log} 2>&1"
 
 
-# Every cell's predicted time from the probes and the manifest.
+# Predict every cell's time from the probes and the manifest.
 rule predict_cost:
     input:
         manifest=rules.write_manifest.output,
@@ -47,8 +33,6 @@ rule predict_cost:
     log:
         "results/{study}/logs/predicted_cost.log",
     priority: 90
-    run:
-        shell(
-            "{PYTHON} {PREDICT_COST} --manifest {input.manifest} --out {output}"
-            " {input.probes} > {log} 2>&1"
-        )
+    shell:
+        "{PYTHON} {PREDICT_COST} --manifest {input.manifest} --out {output}"
+        " {input.probes} > {log} 2>&1"

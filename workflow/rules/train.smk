@@ -1,7 +1,8 @@
-# One per cell, through the runner. Only summary.json is declared: Snakemake deletes the
+# Train one cell through the runner, then re-render the report.
+# The re-render is best effort and follows any outcome, so a long study shows its progress and
+# a one-cell rerun refreshes the report. Only summary.json is declared: Snakemake deletes the
 # declared outputs of a failed or interrupted job, and the resumable checkpoint beside it must
-# survive. Whatever the outcome, the report is then re-rendered (best effort), so a long study
-# shows its progress and a one-cell rerun refreshes the report.
+# survive.
 rule train_cell:
     input:
         unpack(get_train_inputs),
@@ -12,13 +13,9 @@ rule train_cell:
     threads: get_threads()
     resources:
         gpu=get_gpu_count,
+        runner=get_cell_runner,
     params:
         train=get_train_args,
-    run:
-        shell(
-            "{PYTHON} {RUN_CELL} {runner} -- train {params.train} {options} > {log} 2>&1"
-            " || rc=$?; {progress} >> {log} 2>&1; exit ${{rc:-0}}",
-            runner=get_cell_runner_args(wildcards, threads),
-            options=get_train_options(),
-            progress=get_progress_command(),
-        )
+    shell:
+        "{PYTHON} {RUN_CELL} {resources.runner} -- train {params.train} {TRAIN_OPTIONS}"
+        " > {log} 2>&1 || rc=$?; {RENDER_PROGRESS} >> {log} 2>&1; exit ${{rc:-0}}"

@@ -1,8 +1,13 @@
 """Command lines of the workflow's jobs, built from the validated study config.
 
-Each function returns a list of arguments; workflow/rules/common.smk joins them for the
-rules. Kept apart from the rules so the options each cell gets are unit-tested and so a rule
-param holds only what changes a result (Snakemake reruns a job when its params change).
+The one place where a job's `python -m densenet` command line is assembled: the rules take
+their options from here (workflow/rules/common.smk joins them), the runners finish the command
+here (densenet_argv, with_image_ref), and the manifest's rerun commands come from here
+(cli_args). Each function returns a list of arguments, unit-tested without Snakemake.
+
+What changes a result (train_args, gradcheck_args) is a rule param, which Snakemake reruns a
+job for; how a job runs (runner_args, train_options, data_args) is not, so that a new GPU
+policy, runner or thread count never retrains a finished cell.
 """
 
 import json
@@ -80,8 +85,34 @@ def data_args(cfg, action):
     return args
 
 
+def densenet_argv(python, argv, out, data_dir=None):
+    """The full command of one job: `PYTHON -m densenet SUBCOMMAND ... --out OUT [--data-dir
+    DIR]`, with the paths as the started process sees them (inside a container: /cell, /data).
+    argv is the subcommand and its options, as the rule gave them to run_cell.py."""
+    args = [python, "-m", "densenet"] + list(argv) + ["--out", out]
+    return args + (["--data-dir", data_dir] if data_dir else [])
+
+
+# The densenet subcommands that record the image they ran in (--image-ref).
+IMAGE_REF_COMMANDS = ("train", "gradcheck", "bench")
+
+
+def subcommand(argv):
+    """The densenet subcommand in ["python", "-m", "densenet", SUB, ...], or None."""
+    rest = argv[argv.index("densenet") + 1 :] if "densenet" in argv else []
+    return rest[0] if rest else None
+
+
+def with_image_ref(argv, ref):
+    """densenet_argv's command with `--image-ref REF`, known only once the docker runner has
+    resolved the image (tag@digest); unchanged for other subcommands or when already given."""
+    if subcommand(argv) in IMAGE_REF_COMMANDS and "--image-ref" not in argv:
+        return list(argv) + ["--image-ref", ref]
+    return list(argv)
+
+
 def progress_args(python, script, study_dir):
-    """The best-effort report re-render after each cell (render_report.py --progress)."""
+    """The best-effort report re-render after each cell (publish_report.py --progress)."""
     manifest = os.path.join(study_dir, "manifest.json")
     return [python, script, "--progress", "--manifest", manifest, "--out", study_dir + "/report"]
 

@@ -2,7 +2,7 @@
 
 Order (DESIGN.md, "Data"): a copy already under the data dir is identified by checksum; else
 the official archive is downloaded through torchvision when the network answers; else the
-configured offline builder makes one (this workplace's lossy CIFAR-10 rebuild); else, only
+configured offline builder makes one (a lossy CIFAR-10 rebuild, never official); else, only
 where the study allows it, the cells train on `synthetic` and the manifest says so. The choice
 changes which cells exist, so it cannot wait until a job runs.
 """

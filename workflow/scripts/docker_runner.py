@@ -5,7 +5,8 @@
 image     the lock entry (workflow/scripts/image_lock.py) plus `key`, `lock` (its path) and
           `strict` (refuse an image without a pinned digest).
 argv      the command inside the container, ["python", "-m", "densenet", SUB, ...], with
-          `--out /cell` (and `--data-dir /data`) already there; the runner adds `--image-ref`.
+          `--out /cell` (and `--data-dir /data`) already there (commands.densenet_argv); the
+          runner adds `--image-ref` once the image is resolved (commands.with_image_ref).
 cell_dir  host path, mounted read-write at /cell.   data_dir  host path or None, read-only at /data.
 code_dir  the checkout holding densenet/; only densenet/ is mounted, read-only, at /code/densenet.
 gpu       None (no GPU), or the host GPU index / UUID this job owns (one GPU per job).
@@ -32,6 +33,7 @@ import uuid
 
 import docker
 import image_lock
+from commands import subcommand, with_image_ref
 from docker.types import DeviceRequest, Mount
 from job_signals import Interrupted, catch_signals, restore_signals
 
@@ -41,7 +43,6 @@ CODE, CELL, DATA = "/code", "/cell", "/data"
 EXIT_NOT_RUN = 125  # docker's own code for "the container could not be run"
 EXIT_SKIPPED = 4  # densenet's: the cell cannot run in this environment (docs/contracts.md)
 EXIT_SIGKILL = 137
-REF_COMMANDS = ("train", "gradcheck", "bench")  # the subcommands that take --image-ref
 RESULT_FILES = {"train": "summary.json", "gradcheck": "gradcheck.json"}
 # Variables of the calling process handed into the container (run_cell.py sets them).
 PASSED_ENV = ("DENSENET_GIT_SHA", "DENSENET_HOST", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -140,18 +141,6 @@ def resolve_image(client, image, log):
 
 
 # -- the container ---------------------------------------------------------------------------
-
-
-def subcommand(argv):
-    """The densenet subcommand in ["python", "-m", "densenet", SUB, ...], or None."""
-    rest = argv[argv.index("densenet") + 1 :] if "densenet" in argv else []
-    return rest[0] if rest else None
-
-
-def with_image_ref(argv, ref):
-    if subcommand(argv) in REF_COMMANDS and "--image-ref" not in argv:
-        return list(argv) + ["--image-ref", ref]
-    return list(argv)
 
 
 def caller_user():

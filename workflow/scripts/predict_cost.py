@@ -3,7 +3,7 @@
     python workflow/scripts/predict_cost.py --manifest results/<study>/manifest.json \
         --out results/<study>/predicted_cost.json PROBE.json [PROBE.json ...]
 
-A probe is the JSON of `python -m densenet bench --probe` (densenet/probe.py): per model and
+A probe is the JSON of `python -m densenet bench --probe` (densenet/bench/probe.py): per model and
 optimizer the median step time, per model eval time per image and checkpoint write time, the
 augmentation time per image, the protocol table and the dataset sizes. For each manifest cell:
 

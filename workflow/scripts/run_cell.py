@@ -27,6 +27,7 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path[:0] = [HERE, REPO]
 
 import gpu_slots  # noqa: E402  (sibling modules; workflow/scripts is not a package)
+from commands import densenet_argv  # noqa: E402
 from job_signals import Interrupted, catch_signals, restore_signals  # noqa: E402
 
 from densenet import atomic, gitinfo  # noqa: E402  (standard library only: no torch here)
@@ -89,9 +90,7 @@ def out_path(command, cell_dir):
 
 def run_local(argv, cell_dir, data_dir, gpu_policy, gpu, threads, log):
     """Run `python -m densenet` in this environment; return its exit code."""
-    argv = [sys.executable, "-m", "densenet"] + argv + ["--out", out_path(argv[0], cell_dir)]
-    if data_dir:
-        argv += ["--data-dir", data_dir]
+    argv = densenet_argv(sys.executable, argv, out_path(argv[0], cell_dir), data_dir)
     env = dict(os.environ, PYTHONUNBUFFERED="1", **host_environ())
     env["PYTHONPATH"] = os.pathsep.join([REPO] + [p for p in [env.get("PYTHONPATH")] if p])
     if gpu is not None:
@@ -139,9 +138,8 @@ def run_docker(argv, cell_dir, data_dir, args, gpu, log):
         raise RuntimeError("--runner docker cannot start: %s" % exc) from None
     image = image_lock.read_entry(args.lock, args.torch)
     image.update(lock=os.path.abspath(args.lock), strict=args.strict_digests)
-    argv = ["python", "-m", "densenet"] + argv + ["--out", out_path(argv[0], CONTAINER_CELL)]
-    if data_dir:
-        argv += ["--data-dir", CONTAINER_DATA]
+    out = out_path(argv[0], CONTAINER_CELL)
+    argv = densenet_argv("python", argv, out, CONTAINER_DATA if data_dir else None)
     # docker_runner hands the DENSENET_* and thread variables of this process to the container.
     os.environ.update(host_environ())
     if args.threads:
@@ -161,7 +159,7 @@ def outcome(command, cell_dir):
         return False, "no %s was written" % name
     result = read_json(path)
     if not isinstance(result, dict):
-        # A torn or damaged result is never taken for one (issue 7): the job is failed.
+        # A torn or damaged result is never taken for one: the job is failed.
         return False, "%s is corrupt (not a readable JSON object)" % name
     if command == "train":
         status = result.get("status")

@@ -1,6 +1,6 @@
-"""Render a study's report with `python -m report`, one render at a time, swapped in whole.
+"""Publish a study's report: rendered by `python -m report`, one at a time, swapped in whole.
 
-    python workflow/scripts/render_report.py --manifest results/S/manifest.json \
+    python workflow/scripts/publish_report.py --manifest results/S/manifest.json \
         --out results/S/report [--progress]
 
 Renders run under a file lock beside the manifest and write into a temporary folder that
@@ -63,21 +63,21 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     if not os.path.isfile(os.path.join(REPO, "report", "__main__.py")):
-        print("render_report: the report package (report/__main__.py) is missing", flush=True)
+        print("publish_report: the report package (report/__main__.py) is missing", flush=True)
         return 0 if args.progress else 1
     if args.progress and not os.path.isfile(args.manifest):
-        print("render_report: no %s yet; progress render skipped" % args.manifest, flush=True)
+        print("publish_report: no %s yet; progress render skipped" % args.manifest, flush=True)
         return 0
     lock_path = os.path.join(os.path.dirname(os.path.abspath(args.manifest)), ".report.lock")
     with open(lock_path, "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | (fcntl.LOCK_NB if args.progress else 0))
         except OSError:
-            print("render_report: another render is running; progress render skipped", flush=True)
+            print("publish_report: another render is running; progress render skipped", flush=True)
             return 0
         code = render(args.manifest, args.out)
     if code and args.progress:
-        print("render_report: progress render failed (exit %d); the job goes on" % code)
+        print("publish_report: progress render failed (exit %d); the job goes on" % code)
         return 0
     return code
 
