@@ -97,6 +97,7 @@ def build_context(study, tables, out_dir, tolerance, predicted_path=None):
         "alpha": references.ALPHA,
         "curves": curve_panels(runs, curves, figures.palette(sorted(runs["variant"].unique()))),
         "deltas": {axis: sections.axis_deltas(runs, axis) for axis in ("cudnn", "tf32")},
+        "version_deltas": sections.version_deltas(runs),
         "grad_envs": grad_envs(tables.envs, runs, out_dir),
         "layers_png": figures.layer_errors(tables.layers, tables.envs),
         "canaries": canary_panels(runs, curves, tables.envs),

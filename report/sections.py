@@ -197,10 +197,23 @@ def seed_states_verdict(verdict, diverged, expected, pending):
     return verdict
 
 
-def axis_deltas(runs, axis):
+def version_deltas(runs):
+    """The torch axis as pairs: each version against the first (in sorted order), every other
+    parameter equal (same seed); [{"base", "other", "pairs", "summary"}], delta =
+    error(other) - error(base). Empty when the study has one torch version."""
+    versions = sorted({str(v) for v in clean(runs)["torch"].dropna()})
+    out = []
+    for other in versions[1:]:
+        d = axis_deltas(runs, "torch", on=versions[0], off=other)
+        out.append(dict(d, base=versions[0], other=other))
+    return out
+
+
+def axis_deltas(runs, axis, on="on", off="off"):
     """Completed cells paired across one on/off axis, all other params equal (same seed).
 
     Returns {"pairs": [...], "summary": [...]}; delta = error(off) - error(on), in points.
+    `on` and `off` name the two values compared (the torch axis compares two versions).
     A pair with a side that did not complete (diverged, failed, skipped, ...) has no delta but
     is named in the summary's note: a setting that breaks training is what this section is for.
     """
@@ -209,10 +222,10 @@ def axis_deltas(runs, axis):
     others = [a for a in varying(runs, VARIANT_AXES) if a != axis]
     pairs, incomplete = [], []
     for _, twins in runs.fillna({k: "?" for k in keys}).groupby(keys, sort=True):
-        on, off = twins[twins[axis] == "on"], twins[twins[axis] == "off"]
-        if not len(on) or not len(off):
+        first, second = twins[twins[axis] == on], twins[twins[axis] == off]
+        if not len(first) or not len(second):
             continue
-        a, b = on.iloc[0], off.iloc[0]
+        a, b = first.iloc[0], second.iloc[0]
         context = " \u00b7 ".join(AXIS_NAMES[o] + text(a[o]) for o in others) or "all"
         if a["status"] != "completed" or b["status"] != "completed":
             sides = [
