@@ -4,6 +4,7 @@ only: the host imports it without torch). A bad argument is one line naming it, 
 
 import argparse
 import os
+from typing import Optional
 
 
 class Parser(argparse.ArgumentParser):
@@ -13,7 +14,7 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, "%s: error: %s\n" % (self.prog, message))
 
 
-def path_problem(path):
+def path_problem(path: str) -> Optional[str]:
     """None, or why `path` cannot be written: empty (an unset shell variable would write into
     the current directory), or under a file (makedirs would fail there after all the work)."""
     if not path:
@@ -26,7 +27,7 @@ def path_problem(path):
     return None
 
 
-def dir_problem(path):
+def dir_problem(path: str) -> Optional[str]:
     """path_problem, or `path` is a file where a directory is to be made or reused."""
     if path and os.path.exists(path) and not os.path.isdir(path):
         return "%r is a file, expected a directory" % path

@@ -13,9 +13,10 @@ import io
 import json
 import os
 import tempfile
+from typing import Any, Iterable, List, Mapping, Sequence
 
 
-def write_bytes(path, data):
+def write_bytes(path: str, data: bytes) -> None:
     """Write bytes to path atomically."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -49,7 +50,7 @@ def _fsync_dir(directory):
         os.close(fd)
 
 
-def remove_stale_temps(directory):
+def remove_stale_temps(directory: str) -> List[str]:
     """Delete the ``.tmp-*`` files a killed writer left in directory; returns their names.
     Only for a directory whose one writer is the caller (a cell directory, say)."""
     removed = []
@@ -69,16 +70,16 @@ def _umask():
     return mask
 
 
-def write_text(path, text):
+def write_text(path: str, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
-def write_json(path, obj):
+def write_json(path: str, obj: Any) -> None:
     """JSON with sorted keys; NaN/inf are written as null so any JSON reader accepts the file."""
     write_text(path, json.dumps(_finite(obj), indent=1, sort_keys=True) + "\n")
 
 
-def write_csv(path, fieldnames, rows):
+def write_csv(path: str, fieldnames: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fieldnames, lineterminator="\n")
     writer.writeheader()
@@ -87,7 +88,7 @@ def write_csv(path, fieldnames, rows):
     write_text(path, buf.getvalue())
 
 
-def save_torch(path, obj):
+def save_torch(path: str, obj: Any) -> None:
     """torch.save through an in-memory buffer, then an atomic write."""
     import torch
 

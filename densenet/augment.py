@@ -7,6 +7,8 @@ torchvision pipeline pads raw pixels with black and normalizes after (``order="b
 All randomness comes from the generator passed in, so a run is reproducible from its seed.
 """
 
+from typing import Callable
+
 import torch
 
 PAD = 4
@@ -24,7 +26,9 @@ class Normalizer(object):
         return (x_uint8.float() - self.mean) / self.std
 
 
-def random_crop(padded, size, offsets_y, offsets_x):
+def random_crop(
+    padded: torch.Tensor, size: int, offsets_y: torch.Tensor, offsets_x: torch.Tensor
+) -> torch.Tensor:
     """Crop size x size windows at per-image offsets from an explicitly padded batch, with two
     gathers: the plain reference for augment(), which takes the same pixels in one gather."""
     n, c, h, w = padded.shape
@@ -35,7 +39,13 @@ def random_crop(padded, size, offsets_y, offsets_x):
     return torch.gather(out, 3, cols)
 
 
-def augment(x_uint8, normalize, generator, order="official", pad=PAD):
+def augment(
+    x_uint8: torch.Tensor,
+    normalize: Callable[[torch.Tensor], torch.Tensor],
+    generator: torch.Generator,
+    order: str = "official",
+    pad: int = PAD,
+) -> torch.Tensor:
     """Normalize, pad, crop and flip one batch of uint8 images (C10+ augmentation).
 
     Computed as: one gather of the source pixels from the unpadded uint8 batch (the crop

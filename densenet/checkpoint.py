@@ -8,6 +8,7 @@ one line and never loaded (the caller moves it aside and starts the cell again).
 import hashlib
 import io
 import os
+from typing import Any
 
 import torch
 
@@ -21,7 +22,7 @@ class CheckpointError(Exception):
     """The checkpoint exists but cannot be trusted; the message names the file and why."""
 
 
-def save(path, state):
+def save(path: str, state: Any) -> None:
     buf = io.BytesIO()
     torch.save(state, buf)
     payload = buf.getvalue()
@@ -38,7 +39,7 @@ def _torch_load(src):
     return torch.load(src, map_location="cpu")
 
 
-def load(path):
+def load(path: str) -> Any:
     """Return the saved state, or raise CheckpointError naming what is wrong."""
     try:
         outer = _torch_load(path)
@@ -54,7 +55,7 @@ def load(path):
     return _torch_load(io.BytesIO(payload))
 
 
-def quarantine(path, suffix=".corrupt"):
+def quarantine(path: str, suffix: str = ".corrupt") -> str:
     """Move an untrustworthy (or, with suffix .stale, obsolete) checkpoint aside: kept for
     inspection, never read again."""
     bad = path + suffix

@@ -6,95 +6,40 @@ Exit codes of `train`: 0 completed, 1 failed, 2 usage, 3 diverged, 4 skipped.
 
 import argparse
 import json
-import math
 import sys
 import traceback
+from typing import Callable, Dict, List, Optional
 
-from . import argcheck
+import torch
+
+from . import envinfo, numerics
 from .argcheck import Parser
+from .bench.benchmark import main as bench_main
+from .bench.options import add_arguments as add_bench_arguments
+from .bench.options import names_problem
+from .celldir import STALE_CHECKPOINT, Cell, record_failure
+from .data import DATASETS, FOLDERS, DataError
+from .gradcheck.stage import main as gradcheck_main
+from .models import MODEL_NAMES, STEMS, build_model, count_flops, count_params
+from .options import (
+    ON_OFF,
+    add_cpu_malloc,
+    add_numerics,
+    add_overlap,
+    out_dir,
+    positive_float,
+    positive_int,
+    probability,
+)
+from .outcome import EXIT_FAILED, one_line
+from .recipe import OPTIMIZERS, PROTOCOLS, resolve
+from .train import run
 
-ON_OFF = ("on", "off")
-SEED_MAX = 2**32 - 1
-
-
-def positive_int(text):
-    return bounded_int(text, 1, None, "a positive integer")
-
-
-def non_negative_int(text):
-    return bounded_int(text, 0, None, "a non-negative integer")
-
-
-def seed_int(text):
-    # The seed range every tool of a study shares (workflow/schemas/config.schema.yaml says the
-    # same, so a study cannot plan a cell its trainer refuses): 32 bits, as numpy's legacy seed.
-    return bounded_int(text, 0, SEED_MAX, "an integer in 0..%d" % SEED_MAX)
-
-
-def bounded_int(text, low, high, expected):
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or value < low or (high is not None and value > high):
-        raise argparse.ArgumentTypeError("expected %s, got %r" % (expected, text))
-    return value
+__all__ = ["build_parser", "usage_problem", "main"]
 
 
-def positive_float(text):
-    """A finite number above 0 (--lr): `nan` would end as a `diverged` cell, not an error."""
-    value = _float(text, "a finite positive number")
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError("expected a finite positive number, got %r" % text)
-    return value
-
-
-def probability(text):
-    """--dropout: 1 would drop every activation, so the range is [0, 1)."""
-    value = _float(text, "a number in [0, 1)")
-    if not 0 <= value < 1:  # also false for nan
-        raise argparse.ArgumentTypeError("expected a number in [0, 1), got %r" % text)
-    return value
-
-
-def _float(text, expected):
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected %s, got %r" % (expected, text)) from None
-
-
-def out_dir(text):
-    """--out of train and gradcheck: a directory to create or reuse, checked before any work."""
-    return _checked(text, argcheck.dir_problem)
-
-
-def out_file(text):
-    """--out of bench: a JSON file, or a directory to write bench.json/probe.json into."""
-    return _checked(text, argcheck.path_problem)
-
-
-def _checked(text, problem_of):
-    problem = problem_of(text)
-    if problem:
-        raise argparse.ArgumentTypeError(problem)
-    return text
-
-
-def add_numerics(p):
-    p.add_argument("--cudnn", choices=ON_OFF, default="on")
-    p.add_argument("--tf32", choices=ON_OFF, default="off")
-    p.add_argument("--deterministic", choices=ON_OFF, default="off")
-    p.add_argument("--seed", type=seed_int, default=0)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--canary", choices=("none", "noncontig-grad"), default="none")
-
-
-def build_parser():
-    from .data import DATASETS
-    from .models import MODEL_NAMES, STEMS
-    from .train import OPTIMIZERS, PROTOCOLS, STALE_CHECKPOINT
-
+def build_parser() -> Parser:
+    """The parser of every subcommand."""
     parser = Parser(prog="python -m densenet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", parser_class=Parser)
     sub.required = True
@@ -184,38 +129,13 @@ def build_parser():
     add_numerics(p)
 
     p = sub.add_parser("bench", help="eager vs fast step, data pipeline, peak memory")
-    from .bench import add_arguments as add_bench_arguments
-
     add_bench_arguments(p)
     add_numerics(p)
     parser.commands = sub.choices  # name -> its parser, whose errors name the subcommand
     return parser
 
 
-def add_overlap(p):
-    p.add_argument(
-        "--overlap",
-        choices=ON_OFF,
-        default="on",
-        help="with the CUDA-graph step (not --compile): convolution weight gradients on a "
-        "second stream, same kernels and bits (densenet/overlap.py)",
-    )
-
-
-def add_cpu_malloc(p):
-    p.add_argument(
-        "--cpu-malloc",
-        choices=("reuse", "system"),
-        default="reuse",
-        help="on a CPU device: reuse = glibc keeps freed tensors' memory for the next step "
-        "(no per-tensor mmap, no trimming; same values, fewer page faults), system = glibc's "
-        "defaults (densenet/hostmem.py)",
-    )
-
-
-def cmd_models(args):
-    from .models import MODEL_NAMES, build_model, count_flops, count_params
-
+def cmd_models(args: argparse.Namespace) -> int:
     rows = []
     for name in MODEL_NAMES:
         model = build_model(name)
@@ -233,9 +153,7 @@ def cmd_models(args):
     return 0
 
 
-def cmd_env(args):
-    from . import envinfo, numerics
-
+def cmd_env(args: argparse.Namespace) -> int:
     print(
         json.dumps(
             {"environ": envinfo.environ(), "flags": numerics.read_flags()}, indent=1, sort_keys=True
@@ -244,15 +162,10 @@ def cmd_env(args):
     return 0
 
 
-def cmd_train(args):
-    from .data import DataError
-    from .train import EXIT_FAILED, Cell, record_failure, resolve, run
-
+def cmd_train(args: argparse.Namespace) -> int:
     cfg = vars(args).copy()
     cfg.pop("command")
     if cfg["fast"] == "auto":
-        import torch
-
         cuda = cfg["device"] == "cuda" or (cfg["device"] == "auto" and torch.cuda.is_available())
         cfg["fast"] = "on" if cuda else "off"
     cfg = resolve(cfg)
@@ -270,33 +183,16 @@ def cmd_train(args):
         return EXIT_FAILED
 
 
-def one_line(exc):
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def cmd_gradcheck(args):
-    from .gradcheck import main
-
-    return main(args)
-
-
-def cmd_bench(args):
-    from .bench import main
-
-    return main(args)
-
-
-COMMANDS = {
+COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
     "models": cmd_models,
     "env": cmd_env,
     "train": cmd_train,
-    "gradcheck": cmd_gradcheck,
-    "bench": cmd_bench,
+    "gradcheck": gradcheck_main,
+    "bench": bench_main,
 }
 
 
-def usage_problem(args):
+def usage_problem(args: argparse.Namespace) -> Optional[str]:
     """What is wrong with a combination of arguments (one line), or None. Checked before any
     work, so a usage error writes nothing."""
     if args.command == "train" and args.compile == "on" and args.efficient == "on":
@@ -307,8 +203,6 @@ def usage_problem(args):
             "(checkpointed bottlenecks recompile per layer); use one of them"
         )
     if args.command in ("train", "bench") and args.dataset != "synthetic" and not args.data_dir:
-        from .data import FOLDERS
-
         return "argument --data-dir: --dataset %s needs the folder holding %s" % (
             args.dataset,
             FOLDERS[args.dataset],
@@ -317,13 +211,12 @@ def usage_problem(args):
         # As the workflow refuses it: generated images have no official release to match.
         return "argument --require-official: 'on' contradicts --dataset synthetic; use off"
     if args.command == "bench" and args.probe:
-        from .probe import names_problem
-
         return names_problem(args)
     return None
 
 
-def main(argv=None):
+def main(argv: Optional[List[str]] = None) -> int:
+    """Parse `argv` (default: sys.argv), run the subcommand; returns its exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     problem = usage_problem(args)

@@ -6,9 +6,10 @@ to the unpickler), and a failed first attempt may already have run code or consu
 """
 
 import inspect
+from typing import Callable
 
 
-def accepts(function, name):
+def accepts(function: Callable, name: str) -> bool:
     """True if ``function`` declares a parameter called ``name``."""
     try:
         return name in inspect.signature(function).parameters

@@ -27,14 +27,15 @@ import copy
 import importlib.util
 import shutil
 import statistics
+from typing import Any, Callable, Dict, Optional
 
 import torch
 import torch.nn.functional as F
 
-from .grad_compare import LAYER_TYPES, rel_err
+from .gradcheck.whole_model import LAYER_TYPES, rel_err
 
 
-def support(device):
+def support(device: torch.device) -> Optional[str]:
     """None if torch.compile can run on this device here, else why not (one line)."""
     if not hasattr(torch, "compile"):
         return "torch %s has no torch.compile (added in 2.0)" % torch.__version__
@@ -66,7 +67,7 @@ def _allow_one_graph_per_layer():
             setattr(config, name, RECOMPILE_LIMIT)
 
 
-def compile_model(model):
+def compile_model(model: torch.nn.Module) -> Callable:
     """The compiled callable of `model` (the training step calls it; nothing compiles yet)."""
     _allow_one_graph_per_layer()
     return torch.compile(model, dynamic=False)
@@ -88,7 +89,7 @@ def _spread(a, b):
     return {"max": max(errs), "median": statistics.median(errs), "layers": len(errs)}
 
 
-def grad_precision(model, x, y):
+def grad_precision(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Dict[str, Any]:
     """Weight gradients of eager and compiled runs of the same weights on the same batch (BN in
     training mode), compared per conv/linear layer as ||g - g_ref|| / ||g_ref||: max and
     median over the layers.
@@ -97,10 +98,10 @@ def grad_precision(model, x, y):
       compiled step computes the same function and gradient: reordered sums move float64
       results by ~1e-15, a wrong fused kernel by far more.
     - eager_vs_fp64, compiled_vs_fp64: the float32 runs against eager float64. These are not
-      ReLU-aligned as in grad_compare (its hooks do not survive compilation): a pre-activation
-      within float32 rounding of zero that lands on the other side moves every layer upstream
-      of it to ~1e-3 (measured on DenseNet-BC-40 at batch 64, eager and compiled alike), so
-      read the layers below the last flip, or the float64 pair above."""
+      ReLU-aligned as in gradcheck/whole_model.py (its hooks do not survive compilation): a
+      pre-activation within float32 rounding of zero that lands on the other side moves every
+      layer upstream of it to ~1e-3 (measured on DenseNet-BC-40 at batch 64, eager and
+      compiled alike), so read the layers below the last flip, or the float64 pair above."""
     model.train()
     reference = copy.deepcopy(model).double()
     loss32, eager = _weight_grads(model, model, x, y)
@@ -123,7 +124,7 @@ def grad_precision(model, x, y):
     }
 
 
-def describe(g):
+def describe(g: Dict[str, Any]) -> str:
     """grad_precision's result in one line (the bench's table and scripts/gpu_bench.py's)."""
     return (
         "weight-grad rel err, median / max of %d layers: compiled vs eager, both float64 "

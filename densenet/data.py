@@ -12,6 +12,7 @@ import pickle
 import shutil
 import sys
 import tempfile
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -85,7 +86,7 @@ class Dataset(object):
         }
 
 
-def file_digests(path):
+def file_digests(path: str) -> Dict[str, str]:
     md5, sha = hashlib.md5(), hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -94,15 +95,15 @@ def file_digests(path):
     return {"md5": md5.hexdigest(), "sha256": sha.hexdigest()}
 
 
-def folder(name, data_dir):
+def folder(name: str, data_dir: str) -> str:
     return os.path.join(data_dir, FOLDERS[name])
 
 
-def missing_files(name, data_dir):
+def missing_files(name: str, data_dir: str) -> List[str]:
     return [f for f in FILES[name] if not os.path.isfile(os.path.join(folder(name, data_dir), f))]
 
 
-def identify(name, data_dir):
+def identify(name: str, data_dir: str) -> Tuple[str, Dict[str, Dict[str, str]]]:
     """Return (identity, checksums): official | cifar10-jpeg75 | unknown, by file checksums."""
     root = folder(name, data_dir)
     sums = {f: file_digests(os.path.join(root, f)) for f in FILES[name]}
@@ -236,7 +237,9 @@ def _arrays(batches):
     return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels)
 
 
-def load_cifar(name, data_dir, allow_download=False, require=None):
+def load_cifar(
+    name: str, data_dir: str, allow_download: bool = False, require: Optional[str] = None
+) -> "Dataset":
     """Load CIFAR-10/100 from data_dir/<official folder>; return a Dataset.
 
     ``require`` = "official" refuses any copy whose checksums are not the official ones.
@@ -273,7 +276,7 @@ def load_cifar(name, data_dir, allow_download=False, require=None):
     return Dataset(name, x_tr, y_tr, x_te, y_te, identity, sums, mean, std)
 
 
-def make_synthetic(n_train=None, n_test=None):
+def make_synthetic(n_train: Optional[int] = None, n_test: Optional[int] = None) -> "Dataset":
     """A generated 10-class 32x32 set: each class a smooth colour pattern, each image that
     pattern shifted, rescaled and noised. Learnable by a small convnet within an epoch or two,
     robust to crop-and-flip augmentation, identical on every machine (numpy RandomState)."""
@@ -320,7 +323,9 @@ def make_synthetic(n_train=None, n_test=None):
     )
 
 
-def balanced_subset(labels, n, num_classes):
+def balanced_subset(
+    labels: torch.Tensor, n: Optional[int], num_classes: int
+) -> Optional[torch.Tensor]:
     """Indices of the first n // num_classes images of each class, in dataset order (the
     remainder goes to the lowest classes). Deterministic and independent of the seed."""
     if n is None or n >= labels.numel():
@@ -335,7 +340,14 @@ def balanced_subset(labels, n, num_classes):
     return torch.sort(torch.cat(picked)).values
 
 
-def load(name, data_dir=None, n_train=None, n_test=None, allow_download=False, require=None):
+def load(
+    name: str,
+    data_dir: Optional[str] = None,
+    n_train: Optional[int] = None,
+    n_test: Optional[int] = None,
+    allow_download: bool = False,
+    require: Optional[str] = None,
+) -> "Dataset":
     """Load a dataset by name and cut the class-balanced subsets asked for."""
     if name not in DATASETS:
         raise DataError("dataset: expected one of %s, got %r" % (", ".join(DATASETS), name))

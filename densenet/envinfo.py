@@ -8,6 +8,7 @@ import os
 import platform
 import subprocess
 import sys
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
@@ -15,7 +16,7 @@ import torch
 from . import gitinfo
 
 
-def parse_image_ref(ref):
+def parse_image_ref(ref: Optional[str]) -> Dict[str, Optional[str]]:
     """'repo:tag@sha256:abc' -> {"ref", "tag", "digest"}; None -> not in a container image."""
     if not ref:
         return {"ref": None, "tag": None, "digest": None}
@@ -23,14 +24,14 @@ def parse_image_ref(ref):
     return {"ref": ref, "tag": tag or None, "digest": digest or None}
 
 
-def git_sha():
+def git_sha() -> Optional[str]:
     """The host runner's view (DENSENET_GIT_SHA) in a container, else this checkout's."""
     return os.environ.get("DENSENET_GIT_SHA") or gitinfo.describe(
         os.path.dirname(os.path.abspath(__file__))
     )
 
 
-def cuda_arch_support(index=0):
+def cuda_arch_support(index: int = 0) -> Dict[str, Any]:
     """Does this torch build carry kernels for GPU `index`?
 
     Machine code (sm_XY) runs on GPUs of the same major version and an equal or higher minor
@@ -62,7 +63,7 @@ def cuda_arch_support(index=0):
     }
 
 
-def gpu_info():
+def gpu_info() -> Optional[Dict[str, Any]]:
     if not torch.cuda.is_available():
         return None
     info = {
@@ -85,7 +86,7 @@ def gpu_info():
     return info
 
 
-def environ(image_ref=None):
+def environ(image_ref: Optional[str] = None) -> Dict[str, Any]:
     """Versions, devices and identities of the running environment."""
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     return {

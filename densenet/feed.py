@@ -7,12 +7,22 @@ train.py feeds its step from here, and `bench` times the same code in front of t
 visible in the step time" is a ratio measured in one run, not a sum over two processes.
 """
 
+from typing import Callable, Iterator, Tuple
+
 import torch
 
 from .augment import augment
 
 
-def epoch_batches(x_uint8, y, batch_size, normalize, generator, augment_on, order):
+def epoch_batches(
+    x_uint8: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    normalize: Callable[[torch.Tensor], torch.Tensor],
+    generator: torch.Generator,
+    augment_on: bool,
+    order: str,
+) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
     """Yield (images, labels) for one epoch: the permutation first, then per batch the
     augmentation draws, all from `generator` in that order, so an epoch is fixed by its seed.
     The last batch is partial when the set does not divide by the batch size."""

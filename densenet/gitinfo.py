@@ -1,13 +1,14 @@
 """The git identity of the code that runs: HEAD's SHA, and "-dirty" when tracked files differ.
 
 A result made from uncommitted code cannot be traced to a commit, so the SHA alone would
-mislead: e.g. a copy of a working tree whose .git is older than its files (as a lent GPU
-machine's copy can be) reads as the old HEAD. `git describe --dirty` marks the same thing;
+mislead: e.g. a copy of a working tree whose .git is older than its files (as a copy shipped to
+another machine can be) reads as the old HEAD. `git describe --dirty` marks the same thing;
 untracked files are ignored, as there. Standard library only: the host runner imports it
 without torch.
 """
 
 import subprocess
+from typing import Optional
 
 
 def _git(path, *args):
@@ -25,7 +26,7 @@ def _git(path, *args):
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def describe(path):
+def describe(path: str) -> Optional[str]:
     """'<sha>' or '<sha>-dirty' for the checkout holding path; None outside a git checkout."""
     sha = _git(path, "rev-parse", "HEAD")
     if not sha:

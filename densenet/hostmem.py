@@ -12,18 +12,19 @@ heap and the next step reuses them, as the CUDA caching allocator does on a GPU.
 kernels run on the same values (BENCHMARKS.md, scripts/malloc_bench.py: bitwise-equal cells),
 only faster; the price is that the process keeps its peak heap resident, and a phase that
 allocates ever larger blocks (a big evaluation batch) fragments the heap, hence the small
-evaluation batch on CPU (densenet/train.py). glibc only: elsewhere (macOS, musl) nothing is
+evaluation batch on CPU (densenet/recipe.py). glibc only: elsewhere (macOS, musl) nothing is
 changed and the record says so.
 """
 
 import ctypes
+from typing import Any, Optional
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
 GLIBC_MMAP_MAX_DEFAULT, GLIBC_TRIM_THRESHOLD_DEFAULT = 65536, 128 * 1024
 TRIM_THRESHOLD_REUSE = 2**31 - 1  # mallopt takes an int: 2 GiB, in effect never
 
 
-def glibc():
+def glibc() -> Optional[Any]:
     """glibc's handle, or None where the C library is another (or lacks mallopt)."""
     try:
         libc = ctypes.CDLL("libc.so.6")
@@ -32,13 +33,13 @@ def glibc():
     return libc if hasattr(libc, "mallopt") else None
 
 
-def mallopt(param, value):
+def mallopt(param: int, value: int) -> bool:
     """True if glibc took the setting."""
     libc = glibc()
     return bool(libc is not None and libc.mallopt(param, int(value)))
 
 
-def configure(policy, device):
+def configure(policy: str, device: Any) -> str:
     """Apply --cpu-malloc for a process computing on `device`; returns the record for env.json
     `flags.cpu_malloc`.
 
@@ -55,9 +56,9 @@ def configure(policy, device):
     return "reuse (glibc M_MMAP_MAX 0, M_TRIM_THRESHOLD 2 GiB)"
 
 
-def release_freed_memory():
+def release_freed_memory() -> None:
     """Give glibc back its per-allocation mmaps and its default trim threshold, so that freed
     memory leaves the process again (the bench's memory phases need that for the resident set
-    to follow live tensors, densenet/timing.py)."""
+    to follow live tensors, densenet/bench/timing.py)."""
     mallopt(M_MMAP_MAX, GLIBC_MMAP_MAX_DEFAULT)
     mallopt(M_TRIM_THRESHOLD, GLIBC_TRIM_THRESHOLD_DEFAULT)

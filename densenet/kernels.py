@@ -12,6 +12,7 @@ reference path), by CPU time.
 
 import copy
 import os
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +37,7 @@ NOT_CONV_TRITON = ("triton_poi_", "triton_red_", "triton_per_")
 CPU_DISPATCH = ("aten::conv2d", "aten::convolution", "aten::_convolution")
 
 
-def is_conv_kernel(name, device):
+def is_conv_kernel(name: str, device: torch.device) -> bool:
     """A convolution/GEMM kernel (CUDA) or op (CPU) by its name. On CUDA the aten ops (CPU-side
     dispatch rows) and inductor's fused elementwise and reduction kernels (triton_poi_/red_/
     per_, named after the ops they fuse, "convolution_backward" included) are not; inductor's
@@ -51,7 +52,7 @@ def is_conv_kernel(name, device):
     return any(w in name.lower() for w in CONV_WORDS)
 
 
-def profile_rows(prof, device):
+def profile_rows(prof: Any, device: torch.device) -> List[Dict[str, Any]]:
     """[{"name", "count", "self_ms"}] of a finished profile, by self device time on CUDA
     (kernels) or self CPU time on the CPU (ops), largest first, zero-time rows dropped."""
     rows = []
@@ -66,7 +67,7 @@ def profile_rows(prof, device):
     return [r for r in sorted(rows, key=lambda r: -r["self_ms"]) if r["self_ms"] > 0]
 
 
-def profiler_activities(device):
+def profiler_activities(device: torch.device) -> Optional[List[Any]]:
     """The torch.profiler activities for this device, or None where torch has no profiler."""
     prof_mod = getattr(torch, "profiler", None)
     if prof_mod is None or not hasattr(prof_mod, "profile"):
@@ -77,7 +78,13 @@ def profiler_activities(device):
     return acts
 
 
-def conv_kernels(model, x, y, device, wrap=None):
+def conv_kernels(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: torch.device,
+    wrap: Optional[Callable] = None,
+) -> Dict[str, Any]:
     """The convolution kernels of one forward+backward of a deep copy of `model` on (x, y).
 
     wrap: applied to the copy before it runs (compiled.compile_model for --compile on, whose

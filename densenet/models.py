@@ -16,6 +16,18 @@ import torch.nn.functional as F
 from .canary import NoncontigGradConv2d
 from .compat import accepts
 
+__all__ = [
+    "DENSENETS",
+    "MODEL_NAMES",
+    "STEMS",
+    "DenseLayer",
+    "DenseNet",
+    "VGG16BN",
+    "build_model",
+    "count_params",
+    "count_flops",
+]
+
 # name -> (depth, growth rate, bottleneck+compression). Param counts: tests/test_models.py.
 DENSENETS = {
     "densenet40-k12": (40, 12, False),
@@ -35,9 +47,10 @@ STEMS = ("paper", "lua")
 class DenseLayer(nn.Module):
     """BN-ReLU-conv3x3 (optionally preceded by a BN-ReLU-conv1x1 bottleneck to 4k channels)."""
 
-    def __init__(self, in_ch, growth, bottleneck, dropout, conv):
+    def __init__(self, in_ch, growth, bottleneck, dropout, conv, efficient=False):
         super().__init__()
         self.dropout = dropout
+        self.efficient = bool(efficient)  # recompute the bottleneck in backward
         if bottleneck:
             self.norm1 = nn.BatchNorm2d(in_ch)
             self.conv1 = conv(in_ch, 4 * growth, 1)
@@ -64,7 +77,7 @@ class DenseLayer(nn.Module):
     def forward(self, x):
         out = x
         if self.conv1 is not None:
-            if getattr(self, "efficient", False) and x.requires_grad:
+            if self.efficient and x.requires_grad:
                 # Recompute BN-ReLU-conv1x1 in backward instead of storing its activations
                 # (gpleiss/efficient_densenet_pytorch). Same arithmetic, less memory.
                 out = checkpoint(
@@ -123,7 +136,7 @@ class DenseNet(nn.Module):
         blocks = []
         for b in range(3):
             for _ in range(n):
-                blocks.append(DenseLayer(ch, growth, bc, dropout, conv))
+                blocks.append(DenseLayer(ch, growth, bc, dropout, conv, efficient))
                 ch += growth
             if b < 2:
                 out_ch = ch // 2 if bc else ch
@@ -132,11 +145,12 @@ class DenseNet(nn.Module):
         self.features = nn.Sequential(*blocks)
         self.norm = nn.BatchNorm2d(ch)
         self.fc = nn.Linear(ch, num_classes)
-        self.set_efficient(efficient)
+        self.efficient = bool(efficient)
         init_weights(self)
 
-    def set_efficient(self, on):
+    def set_efficient(self, on: bool) -> None:
         """Turn the checkpointed (memory-efficient) bottleneck on or off."""
+        self.efficient = bool(on)
         for m in self.modules():
             if isinstance(m, DenseLayer):
                 m.efficient = bool(on)
@@ -204,7 +218,7 @@ def checkpoint(fn, x, preserve_rng_state=True):
     return ckpt(fn, x, preserve_rng_state=preserve_rng_state)  # torch < 1.11: reentrant only
 
 
-def init_weights(model):
+def init_weights(model: nn.Module) -> None:
     """He-normal with fan-out for convs (std sqrt(2 / (k*k*out))), BN to (1, 0), zero biases.
 
     The FC layer keeps PyTorch's default init; the Lua code's Linear default is the same
@@ -224,8 +238,14 @@ def init_weights(model):
 
 
 def build_model(
-    name, num_classes=10, stem="paper", dropout=0.0, bias=False, canary=False, efficient=False
-):
+    name: str,
+    num_classes: int = 10,
+    stem: str = "paper",
+    dropout: float = 0.0,
+    bias: bool = False,
+    canary: bool = False,
+    efficient: bool = False,
+) -> nn.Module:
     """Build a model by name; an unknown name raises ValueError listing the valid ones."""
     if name == "vgg16-bn":
         return VGG16BN(num_classes, dropout=dropout, bias=bias, canary=canary)
@@ -245,11 +265,11 @@ def build_model(
     )
 
 
-def count_params(model):
+def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_flops(model, size=32):
+def count_flops(model: nn.Module, size: int = 32) -> int:
     """Forward FLOPs per image (2 x multiply-accumulates of convs and linears)."""
     macs = [0]
 

@@ -7,6 +7,7 @@ runs on torch 1.8 and on releases with the newer TF32 API (``fp32_precision``, t
 import os
 import random
 import warnings
+from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
 import torch
@@ -15,13 +16,15 @@ import torch
 CUBLAS_WORKSPACE = ":4096:8"
 
 
-def seed_everything(seed):
+def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
 
 
-def configure(cudnn="on", tf32="off", deterministic="off", seed=0):
+def configure(
+    cudnn: str = "on", tf32: str = "off", deterministic: str = "off", seed: int = 0
+) -> Dict[str, Any]:
     """Set cuDNN, TF32, determinism and seeds; return ``flags`` (the values read back)."""
     if deterministic == "on":
         # Must be in the environment before cuBLAS initialises (first CUDA matmul).
@@ -64,7 +67,7 @@ def _set_tf32(on):
         torch.backends.cudnn.allow_tf32 = on
 
 
-def read_flags(seed=None):
+def read_flags(seed: Optional[int] = None) -> Dict[str, Any]:
     """The numerics settings in effect now, from whichever APIs this torch has."""
     b = torch.backends.cudnn
     flags = {
@@ -100,7 +103,7 @@ def read_flags(seed=None):
     return flags
 
 
-def tf32_effective(flags):
+def tf32_effective(flags: Mapping[str, Any]) -> bool:
     """True if either convolutions or matmuls may use TF32 under these flags."""
     conv = flags.get("fp32_precision_conv")
     matmul = flags.get("fp32_precision_matmul")
@@ -109,7 +112,7 @@ def tf32_effective(flags):
     return bool(flags.get("tf32_cudnn_legacy")) or bool(flags.get("tf32_matmul_legacy"))
 
 
-def applicability(device):
+def applicability(device: torch.device) -> Dict[str, Any]:
     """On CPU the cuDNN and TF32 axes have no effect: say so instead of dropping them."""
     if device.type == "cuda":
         return {"cudnn": "applies", "tf32": "applies"}

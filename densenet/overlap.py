@@ -26,6 +26,7 @@ backward runs in order, which is how the tests check the gradients.
 """
 
 import functools
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -113,15 +114,15 @@ def _forward(conv, side, x):
     return _Conv2d.apply(x, conv.weight, conv.bias, conv, side)
 
 
-def wanted(option, compiled):
+def wanted(option: str, compiled: bool) -> bool:
     """Whether a run should install the overlap: `--overlap on`, and not under --compile, where
     each routed convolution splits the compiled model into per-layer graphs (_routed_forward),
     correct but not yet timed on a GPU against the whole-model graph. The one place that rule
-    lives (train.py, bench.py)."""
+    lives (train.py, bench/runners.py)."""
     return option == "on" and not compiled
 
 
-def install(model, optimizer, device):
+def install(model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device) -> Any:
     """Route every plain Conv2d of `model` (zero padding; not a subclass such as the canary's)
     through the split backward and make `optimizer` join the side stream before each step.
     Returns the number of convolutions routed (0 on a torch without step pre-hooks, < 2.0)."""

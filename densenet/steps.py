@@ -7,6 +7,7 @@ step never syncs inside an epoch and, on CUDA with SGD, replays one captured gra
 """
 
 import sys
+from typing import Any, Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +38,13 @@ class Accumulator(object):
         return float(self.loss_sum.item()) / n, 100.0 * float(self.errors.item()) / n
 
 
-def train_step(model, optimizer, x, y, acc):
+def train_step(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    acc: "Accumulator",
+) -> torch.Tensor:
     logits = model(x)
     loss = F.cross_entropy(logits, y)
     optimizer.zero_grad(set_to_none=True)
@@ -178,7 +185,7 @@ def _stderr(text):
     sys.stderr.flush()
 
 
-def graph_support(device, optimizer_name):
+def graph_support(device: torch.device, optimizer_name: str) -> Optional[str]:
     """None if the CUDA-graph step can run here, else why not (one line)."""
     if device.type != "cuda":
         return "CUDA graphs need a CUDA device"
@@ -191,7 +198,16 @@ def graph_support(device, optimizer_name):
     return None
 
 
-def make_step(model, optimizer, acc, device, fast, optimizer_name, log=None, overlap=False):
+def make_step(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    acc: "Accumulator",
+    device: torch.device,
+    fast: bool,
+    optimizer_name: str,
+    log: Optional[Callable[[str], None]] = None,
+    overlap: bool = False,
+) -> Tuple[Any, Optional[str]]:
     """The step object for this run; returns (step, why) where why explains a fallback.
 
     overlap: for the CUDA-graph step, route the convolutions' weight gradients through a side
@@ -212,7 +228,13 @@ def make_step(model, optimizer, acc, device, fast, optimizer_name, log=None, ove
     return step, why
 
 
-def evaluate(model, x_uint8, y, normalize, batch_size):
+def evaluate(
+    model: torch.nn.Module,
+    x_uint8: torch.Tensor,
+    y: torch.Tensor,
+    normalize: Callable[[torch.Tensor], torch.Tensor],
+    batch_size: int,
+) -> Tuple[float, float]:
     """(mean loss, error %) on a whole split in eval mode; one host sync at the end."""
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=y.device)

@@ -18,7 +18,7 @@ import torch
 SYNC_MESSAGE = "called a synchronizing CUDA operation"
 
 
-def sync_debug_available(device):
+def sync_debug_available(device: torch.device) -> bool:
     return device.type == "cuda" and hasattr(torch.cuda, "set_sync_debug_mode")
 
 

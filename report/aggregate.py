@@ -10,7 +10,7 @@ import os
 
 import pandas as pd
 
-from report import gradients, readers
+from report import gradients, readers, references
 from report.study import PARAM_KEYS
 
 STATUSES = ("completed", "diverged", "failed", "skipped", "running", "missing", "corrupt")
@@ -29,17 +29,25 @@ RESULT_COLUMNS = [
     "step_mode",
     "conv_kernels",
 ]
-# The recipe a cell trained with (summary.json config, resolved by densenet/train.py; n_train
-# and n_test None = the full set): the paper comparison requires the paper's values.
+# The recipe a cell trained with (summary.json config, resolved by densenet/recipe.py; n_train
+# and n_test None = the full set; empty = not recorded): a published comparison requires the
+# named recipe's values (report/references.py RECIPES).
 CONFIG_COLUMNS = [
+    "recipe",
     "n_train",
     "n_test",
     "batch_size",
     "lr",
-    "dropout",
+    "momentum",
+    "nesterov",
+    "lr_schedule",
+    "weight_decay",
+    "norm",
     "augment_order",
+    "init",
     "bias",
     "stem",
+    "dropout",
 ]
 # What identifies the software and hardware a cell ran on (the report's environments table).
 IDENTITY_COLUMNS = [
@@ -72,6 +80,7 @@ RUN_COLUMNS = (
     + ["env_id", "gradcheck_verdict", "gradcheck_max_rel_err"]
     + RESULT_COLUMNS
     + CONFIG_COLUMNS
+    + ["recipe_overrides"]
     + ENV_COLUMNS
     + ["rerun", "files", "path"]
 )
@@ -193,6 +202,9 @@ def run_row(entry, files, envs):
         row["torch"] = row["torch_version"] or "unknown"
     row.update(results(summary, files.metrics if usable else None, config, row["gpu"]))
     row.update({key: config.get(key) for key in CONFIG_COLUMNS})
+    if row["recipe"] is None:  # a cell without a config yet: the study's axis value
+        row["recipe"] = entry["params"].get("recipe")
+    row["recipe_overrides"] = references.override_keys(row) or None
     row.update(gradients.env_verdict(row, envs))
     return row
 

@@ -2,6 +2,11 @@
 
 python -m report --manifest results/<study>/manifest.json --out results/<study>/report
 python -m report --results DIR --out DIR      # ad hoc: every cell directory under DIR
+python -m report ... --fail-on differs,not-reproduced   # a regression gate: exit 3
+
+Exit codes: 0 written; 1 the study cannot be read; 2 bad arguments; 3 written, and a verdict
+named by --fail-on occurs (comparisons.csv `verdict`; `provisional` matches any provisional
+verdict).
 """
 
 import argparse
@@ -9,7 +14,13 @@ import os
 import sys
 import time
 
+import pandas as pd
+
 from report import aggregate, references, render, study
+
+EXIT_FAIL_ON = 3  # the report is written; a verdict named by --fail-on occurs in it
+# What --fail-on may name: the verdicts, "not-compared", and "provisional" (any provisional).
+FAIL_ON_NAMES = tuple(references.VERDICTS) + (references.NOT_COMPARED, "provisional")
 
 
 class Parser(argparse.ArgumentParser):
@@ -48,7 +59,12 @@ def source_problems(args):
 
 
 def parse_args(argv):
-    parser = Parser(prog="python -m report", description=__doc__.split("\n")[0])
+    parser = Parser(
+        prog="python -m report",
+        description=__doc__.split("\n")[0],
+        epilog="exit codes: 0 report written; 1 the study cannot be read; 2 bad arguments; "
+        "%d report written and a --fail-on verdict occurs" % EXIT_FAIL_ON,
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--manifest", help="results/<study>/manifest.json written by the workflow")
     source.add_argument(
@@ -69,7 +85,21 @@ def parse_args(argv):
         default=None,
         help="predicted cost JSON (default: predicted_cost.json beside the manifest, when present)",
     )
+    parser.add_argument(
+        "--fail-on",
+        default="",
+        metavar="VERDICTS",
+        help="comma-separated verdicts (%s): after writing the report, exit %d when one "
+        "occurs (comparisons.csv)" % (", ".join(FAIL_ON_NAMES), EXIT_FAIL_ON),
+    )
     args = parser.parse_args(argv)
+    args.fail_on = [name.strip() for name in args.fail_on.split(",") if name.strip()]
+    unknown = [name for name in args.fail_on if name not in FAIL_ON_NAMES]
+    if unknown:
+        parser.error(
+            "argument --fail-on: unknown verdict %s, expected some of %s"
+            % (", ".join(map(repr, unknown)), ", ".join(FAIL_ON_NAMES))
+        )
     if not args.tolerance > 0:
         parser.error("--tolerance: %r must be > 0 (error points)" % args.tolerance)
     problem = out_problem(args.out)
@@ -99,7 +129,7 @@ def main(argv=None):
         )
         return 1
     tables = aggregate.aggregate(found)
-    path = render.render_report(found, tables, args.out, args.tolerance, args.predicted)
+    path = render.write_report(found, tables, args.out, args.tolerance, args.predicted)
     counts = tables.runs["status"].value_counts().to_dict()
     sys.stderr.write(
         "report: %d cells (%s), %d curve rows -> %s in %.1f s\n"
@@ -111,4 +141,24 @@ def main(argv=None):
             time.perf_counter() - start,
         )
     )
-    return 0
+    return gate(os.path.join(args.out, render.COMPARISONS_CSV), args.fail_on)
+
+
+def gate(comparisons_csv, fail_on):
+    """EXIT_FAIL_ON, with one line per verdict found, when a verdict named in fail_on
+    occurs in the comparisons.csv just written; else 0."""
+    if not fail_on:
+        return 0
+    table = pd.read_csv(comparisons_csv, dtype={"verdict": str})
+    provisional = table["provisional"].astype(str).str.lower() == "true"
+    found = {name: int((table["verdict"] == name).sum()) for name in fail_on}
+    if "provisional" in fail_on:
+        found["provisional"] = int(provisional.sum())
+    found = {name: n for name, n in found.items() if n}
+    if not found:
+        return 0
+    sys.stderr.write(
+        "report: --fail-on: %s (%s)\n"
+        % (", ".join("%d %s" % (n, name) for name, n in found.items()), comparisons_csv)
+    )
+    return EXIT_FAIL_ON

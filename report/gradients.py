@@ -1,7 +1,7 @@
 """The gradient stage's side of the aggregate: one row per environment (envs.csv), one per
 env x layer (layers.csv), and the verdict each training cell inherits from its environment.
 
-gradcheck.json is written by densenet/gradcheck.py; its nested records (the dense-layer
+gradcheck.json is written by densenet/gradcheck/stage.py; its nested records (the dense-layer
 gradcheck cases, the determinism runs) are summarised in one line each, and unknown or
 missing keys are tolerated (the format may grow).
 """
@@ -99,7 +99,8 @@ def env_row(entry, files):
 
 
 def describe_gradcheck(record):
-    """One line for the float64 dense-layer gradcheck (densenet/grad_layer.py's record)."""
+    """One line for the float64 dense-layer gradcheck (the record of
+    densenet/gradcheck/dense_layer.py)."""
     if not isinstance(record, dict) or not isinstance(record.get("cases"), list):
         return describe(record)
     cases = [c for c in record["cases"] if isinstance(c, dict)]
@@ -123,7 +124,7 @@ def describe_gradcheck(record):
 
 
 def describe_determinism(record):
-    """One line for the two-run determinism check (densenet/determinism.py's record)."""
+    """One line for the two-run determinism check (densenet/gradcheck/determinism.py's record)."""
     if not isinstance(record, dict) or "bitwise_equal" not in record:
         return describe(record)
     text = "bitwise equal" if record["bitwise_equal"] else "NOT bitwise equal"

@@ -4,6 +4,8 @@ are replicates; the heatmap, the comparison and the curves all use these two key
 
 import pandas as pd
 
+from report import references
+
 GROUP_AXES = ("model", "dataset", "augment", "optimizer", "protocol")
 VARIANT_AXES = ("device", "torch", "cudnn", "tf32", "deterministic")
 AXIS_NAMES = {
@@ -14,6 +16,7 @@ AXIS_NAMES = {
     "deterministic": "determ. ",
     "optimizer": "",
     "protocol": "",
+    "recipe_label": "recipe ",
 }
 # The paper's names for the four benchmark settings (C10+ = standard augmentation).
 DATASET_SHORT = {"cifar10": "C10", "cifar100": "C100"}
@@ -51,12 +54,25 @@ def identity_tags(dataset, identities):
     return [i[len(prefix) :] if i.startswith(prefix) else i for i in found]
 
 
+def recipe_label(row):
+    """'bamos', or 'bamos+overrides (nesterov)' where recorded values are not the recipe's:
+    such a cell trained something else than the recipe and must not be pooled with it."""
+    name = references.recipe_of(row)
+    keys = row.get("recipe_overrides")
+    keys = str(keys).replace("; ", ", ") if keys is not None and keys == keys and keys else ""
+    return name + ("+overrides (%s)" % keys if keys else "")
+
+
 def add_labels(runs):
     """A copy of runs with `group` and `variant` columns (only varying axes beyond the model,
-    dataset and augmentation are spelled out, so labels stay short)."""
+    dataset and augmentation are spelled out, so labels stay short) and `recipe_label`
+    (recipe_label; named in the group where it varies)."""
     runs = runs.copy()
+    runs["recipe_label"] = (
+        [recipe_label(row) for _, row in runs.iterrows()] if len(runs) else pd.Series(dtype=str)
+    )
     clean = runs[runs["canary"].fillna("none") == "none"]
-    extra_group = varying(clean, ("optimizer", "protocol"))
+    extra_group = varying(clean, ("optimizer", "protocol", "recipe_label"))
     variant_axes = varying(clean, VARIANT_AXES) or ["torch"]
 
     def group_key(row):
@@ -71,7 +87,7 @@ def add_labels(runs):
     def group(row):
         key = group_key(row)
         parts = [key[0], dataset_label(key[1], key[2], identities[key])]
-        parts += list(key[3:])
+        parts += [AXIS_NAMES[a] + v for a, v in zip(extra_group, key[3:])]
         return " \u00b7 ".join(parts)
 
     def variant(row):

@@ -20,25 +20,97 @@ MODEL_NAME = re.compile(r"^densenet(?P<bc>-bc)?(?P<depth>\d+)-k(?P<growth>\d+)$"
 # Only these identities are the data the published numbers were measured on.
 COMPARABLE_IDENTITY = "official"
 PAPER_EPOCHS = 300
-# The paper's recipe beyond the protocol name (Huang et al. 2017, section 4.2): the full sets,
-# batch 64, SGD at lr 0.1, dropout 0.2 only without augmentation, and the official Lua code's
-# augmentation (normalize, then zero-pad). densenet/train.py resolve() leaves n_train/n_test
-# None for "the full set" and records the resolved rest in summary.json config; a missing key
-# (NaN in runs.csv: an older cell) means the protocol's default, which is the paper's value.
 FULL_SETS = {"cifar10": (50000, 10000), "cifar100": (50000, 10000)}
-PAPER_BATCH = 64
-PAPER_LR = 0.1
-PAPER_DROPOUT = {"off": 0.2, "on": 0.0}  # by augment
-PAPER_AUGMENT_ORDER = "official"
-PAPER_BIAS = "off"  # convolutions without bias, as in the authors' Lua code
-# Choices that reproduce other implementations (README: --augment-order bamos, --bias on):
-# a run with one is no paper comparison, but it is one with the third-party rows.
-VARIANT_KEYS = ("augment_order", "bias")
+PAPER_DROPOUT = {"off": 0.2, "on": 0.0}  # by augment: dropout only without augmentation
 PAPER_SOURCE = "paper"  # the `source` of Table 2's rows in the published table
-# Not gated: `stem`, whose two choices are both the authors' ("paper": 16 channels as the
-# paper's text says; "lua": 2k channels as their Lua code builds it).
+# Named training recipes (summary.json / env.json config.recipe): each is compared with its own
+# implementation's published rows only. `lua` is the authors' Lua Torch code, whose runs are
+# Table 2 of the paper; a cell written before recipes were recorded has no `recipe` and is
+# taken as `lua` (compared only when its recorded values are lua's).
+RECIPE_SOURCES = {
+    "lua": ("paper",),
+    "bamos": ("bamos/densenet.pytorch", "bamos/densenet.pytorch issue 5"),
+    "chainer": ("chainer t-hanya (digitized)",),
+}
+DEFAULT_RECIPE = "lua"
+# Each recipe's resolved values (densenet/recipe.py resolves them, the cell records them in config).
+# A tuple allows several values; a callable takes the augmentation ("on"/"off"). A key a cell did
+# not record (NaN in runs.csv: an older cell) is the recipe's value. `augment_order` is not gated
+# without augmentation, where the order computes nothing. Common to all: the full sets, batch 64, lr
+# 0.1, momentum 0.9, weight decay 1e-4 (Huang et al. 2017 section 4.2; bamos train.py; t-hanya
+# train.py).
+_COMMON = dict(batch_size=64, lr=0.1, momentum=0.9, weight_decay=1e-4)
+RECIPES = {
+    # liuzhuang13/DenseNet: Nesterov, lr /10 at epochs 150 and 225, normalize then zero-pad,
+    # He fan-out init, convolutions without bias; stem: the paper's text says 16 channels,
+    # the code builds 2k: both are the authors'.
+    "lua": dict(
+        _COMMON,
+        nesterov="on",
+        lr_schedule="lua",
+        norm="lua",
+        augment_order="official",
+        init="lua",
+        bias="off",
+        stem=("paper", "lua"),
+        dropout=lambda augment: PAPER_DROPOUT.get(augment),
+    ),
+    # bamos/densenet.pytorch: plain momentum, the same drops, its own mean/std, zero-pad then
+    # normalize, the Lua code's init, no bias, a 2k stem, no dropout.
+    "bamos": dict(
+        _COMMON,
+        nesterov="off",
+        lr_schedule="lua",
+        norm="bamos",
+        augment_order="bamos",
+        init="lua",
+        bias="off",
+        stem="lua",
+        dropout=lambda augment: 0.0,
+    ),
+    # t-hanya/chainer-DenseNet: Nesterov, lr x0.1 after epochs 150 and 225, chainer's
+    # initializers, convolutions with bias, a 16-channel stem, dropout 0.2.
+    "chainer": dict(
+        _COMMON,
+        nesterov="on",
+        lr_schedule="chainer",
+        norm="lua",
+        augment_order="official",
+        init="chainer",
+        bias="on",
+        stem="paper",
+        dropout=lambda augment: 0.2,
+    ),
+}
+# Keys of a recipe (RECIPES) plus the set sizes, in the order a reason names them.
+RECIPE_KEYS = (
+    "n_train",
+    "n_test",
+    "batch_size",
+    "lr",
+    "momentum",
+    "nesterov",
+    "lr_schedule",
+    "weight_decay",
+    "norm",
+    "augment_order",
+    "init",
+    "bias",
+    "stem",
+    "dropout",
+)
 DEFAULT_TOLERANCE = 0.5  # error points (percent); stated on the page, set with --tolerance
 ALPHA = 0.05
+# Verdict names (comparisons.csv `verdict`, `python -m report --fail-on`) and their classes.
+VERDICTS = {
+    "reproduced": "pass",
+    "reproduced-offset": "offset",
+    "differs": "fail",
+    "not-reproduced": "fail",
+    "inconclusive": "warn",
+    "no-verdict": "none",
+}
+NOT_COMPARED = "not-compared"
 
 
 def published():
@@ -83,11 +155,13 @@ def references_for(table, model, dataset, augment):
 
 
 def not_comparable(group):
-    """Why a group of completed runs is no paper comparison (None when it is one).
+    """Why a group of completed runs is no comparison with published numbers (None when it
+    is one).
 
-    Only the official data, the paper protocol (300 epochs), the paper's optimizer and its
-    recipe (recipe_difference) make a final error comparable with Table 2; a jpeg75 rebuild or
-    synthetic data never is, and neither is a seed whose data identity was not recorded.
+    Only the official data, the paper protocol (300 epochs), SGD and one named recipe without
+    overrides (recipe_difference) make a final error comparable with that recipe's rows; a
+    jpeg75 rebuild or synthetic data never is, and neither is a seed whose data identity was
+    not recorded.
     """
     identities = sorted({str(i) for i in group["dataset_identity"].fillna("unidentified")})
     if identities != [COMPARABLE_IDENTITY]:
@@ -105,51 +179,101 @@ def not_comparable(group):
     optimizers = sorted({str(o) for o in group["optimizer"].dropna()})
     if optimizers and optimizers != ["sgd"]:
         return "optimizer %s, the paper uses SGD" % "/".join(optimizers)
-    return recipe_difference(group, lambda key: key not in VARIANT_KEYS)
+    return recipe_difference(group)
+
+
+def recipe_of(run):
+    """The recipe a run is compared as: its recorded `recipe`, else lua (an older cell)."""
+    value = run.get("recipe") if hasattr(run, "get") else None
+    return str(value) if _recorded(value) else DEFAULT_RECIPE
+
+
+def group_recipe(group):
+    """The one recipe of a group's runs, or None when they differ."""
+    names = {recipe_of(run) for _, run in group.iterrows()}
+    return names.pop() if len(names) == 1 else None
+
+
+def recipe_difference(group):
+    """Why these runs are not one known recipe as its implementation ran it, or None: mixed
+    or unknown recipe names, or recorded values other than the recipe's ("recipe bamos with
+    overrides: nesterov on, bamos uses off"). An unrecorded value is the recipe's."""
+    names = sorted({recipe_of(run) for _, run in group.iterrows()})
+    if len(names) > 1:
+        return "seeds of several recipes (%s)" % ", ".join(names)
+    name = names[0]
+    if name not in RECIPES:
+        return "recipe %s has no reference implementation (known: %s)" % (
+            name,
+            ", ".join(sorted(RECIPES)),
+        )
+    found = []
+    for _, run in group.iterrows():
+        for text in overrides(run):
+            if text not in found:
+                found.append(text)
+    if not found:
+        return None
+    recorded = any(_recorded(run.get("recipe")) for _, run in group.iterrows())
+    what = "recipe %s with overrides" % name if recorded else "recipe not recorded (taken as lua)"
+    return "%s: %s" % (what, "; ".join(found))
+
+
+def overrides(run):
+    """The recorded config values of one run that are not its recipe's, as texts
+    ("nesterov on, bamos uses off"); empty for an unknown recipe."""
+    name = recipe_of(run)
+    found = []
+    for key, want in recipe_values(name, run).items():
+        got = run.get(key)
+        if not _recorded(got) or any(_same(got, w) for w in want):
+            continue
+        full = " the full set" if key in ("n_train", "n_test") else ""
+        user = "the paper uses" if name == DEFAULT_RECIPE else "%s uses" % name
+        found.append(
+            "%s %s, %s%s %s" % (key, _plain(got), user, full, " or ".join(map(_plain, want)))
+        )
+    return found
+
+
+def override_keys(run):
+    """The names of the keys overrides() reports ('nesterov; norm'), '' when none."""
+    return "; ".join(text.split(" ", 1)[0] for text in overrides(run))
+
+
+def recipe_values(name, run):
+    """{config key: (allowed values as text or numbers)} of recipe `name` for one run (its
+    dataset decides the set sizes, its augmentation the dropout and whether the order
+    matters); {} for an unknown recipe."""
+    recipe = RECIPES.get(name)
+    if recipe is None:
+        return {}
+    augment = run.get("augment")
+    values = {}
+    sizes = FULL_SETS.get(run.get("dataset"))
+    if sizes:
+        values.update(n_train=sizes[0], n_test=sizes[1])
+    for key, want in recipe.items():
+        if callable(want):
+            want = want(augment)
+        if want is None or key == "augment_order" and augment != "on":
+            continue
+        values[key] = want
+    return {
+        key: want if isinstance(want, tuple) else (want,)
+        for key, want in sorted(values.items(), key=lambda kv: RECIPE_KEYS.index(kv[0]))
+    }
 
 
 def rows_for(refs, group):
-    """(rows, why): the published rows these runs may be compared with. A run with another
-    implementation's variant (VARIANT_KEYS) is compared with the third-party rows only; why
-    names the variant when it removed the paper's rows."""
-    why = recipe_difference(group, lambda key: key in VARIANT_KEYS)
-    if why is None:
-        return refs, None
-    return refs[refs["source"] != PAPER_SOURCE], why
+    """The published rows of this group's recipe (RECIPE_SOURCES) among refs."""
+    sources = RECIPE_SOURCES.get(group_recipe(group), ())
+    return refs[refs["source"].isin(sources)]
 
 
-def recipe_difference(group, keys=lambda key: True):
-    """The config keys (those `keys` accepts) of these runs that are not the paper's recipe,
-    as a reason; None when every recorded value is the paper's (an unrecorded one is the
-    protocol default)."""
-    found = []
-    for _, run in group.iterrows():
-        for key, want in paper_recipe(run).items():
-            if not keys(key):
-                continue
-            got = run.get(key)
-            if not _recorded(got) or _same(got, want):
-                continue
-            full = " the full set" if key in ("n_train", "n_test") else ""
-            text = "%s %s, the paper uses%s %s" % (key, _plain(got), full, want)
-            if text not in found:
-                found.append(text)
-    return "; ".join(found) or None
-
-
-def paper_recipe(run):
-    """{config key: the paper's value} for one run (its dataset and augmentation decide the
-    set sizes, the dropout and whether the augmentation order matters)."""
-    recipe = {}
-    sizes = FULL_SETS.get(run.get("dataset"))
-    if sizes:
-        recipe.update(n_train=sizes[0], n_test=sizes[1])
-    recipe.update(batch_size=PAPER_BATCH, lr=PAPER_LR, bias=PAPER_BIAS)
-    if run.get("augment") in PAPER_DROPOUT:
-        recipe["dropout"] = PAPER_DROPOUT[run["augment"]]
-    if run.get("augment") == "on":  # without augmentation the order computes nothing
-        recipe["augment_order"] = PAPER_AUGMENT_ORDER
-    return recipe
+def reference_name(name):
+    """'bamos' -> 'bamos/densenet.pytorch': how a reason names a recipe's reference."""
+    return {"lua": "the paper's Table 2"}.get(name, RECIPE_SOURCES.get(name, (name,))[0])
 
 
 def _recorded(value):
@@ -185,55 +309,60 @@ def verdict(errors, published_value, tolerance=DEFAULT_TOLERANCE, alpha=ALPHA):
       prediction-interval t-test: t = (mean - published) / (s * sqrt(1 + 1/n)), df n - 1,
       two-sided. A one-sample t-test would treat it as the exact population mean and call a
       faithful reproduction "differs" more often the more seeds it has.
-    Returns {"class", "text", "p_equivalent", "p_different", "delta"}.
+    The two tests answer different questions, so all four outcomes occur (VERDICTS):
+    equivalent only -> reproduced; both -> reproduced-offset (within the margin, yet the
+    published run lies outside our seeds' spread); different only -> differs; neither ->
+    inconclusive.
+    Returns {"name", "class", "text", "p_equivalent", "p_different", "delta", "mean", "sd",
+    "n"}.
     """
     errors = [float(e) for e in errors if e is not None and math.isfinite(float(e))]
     n = len(errors)
+    mean = sum(errors) / n if n else None
+    sd = math.sqrt(sum((e - mean) ** 2 for e in errors) / (n - 1)) if n >= 2 else None
     out = {
         "p_equivalent": None,
         "p_different": None,
-        "delta": (sum(errors) / n - published_value) if n else None,
+        "delta": (mean - published_value) if n else None,
+        "mean": mean,
+        "sd": sd,
+        "n": n,
     }
+
+    def named(name, text):
+        return dict(out, name=name, text=text, **{"class": VERDICTS[name]})
+
     if n == 0:
-        return dict(out, **{"class": "none", "text": "no completed seed"})
+        return named("no-verdict", "no completed seed")
     if n == 1:
-        return dict(out, **{"class": "none", "text": "1 seed: no verdict"})
-    mean = sum(errors) / n
-    sd = math.sqrt(sum((e - mean) ** 2 for e in errors) / (n - 1))
+        return named("no-verdict", "1 seed: no verdict")
     if sd == 0:
-        return dict(
-            out, **{"class": "none", "text": "no verdict: the %d seeds gave identical errors" % n}
-        )
+        return named("no-verdict", "no verdict: the %d seeds gave identical errors" % n)
     se, df = sd / math.sqrt(n), n - 1
     p_low = stats.t.sf((mean - (published_value - tolerance)) / se, df)
     p_high = stats.t.cdf((mean - (published_value + tolerance)) / se, df)
     p_eq = float(max(p_low, p_high))
     p_diff = prediction_p(mean, sd, n, published_value)
     out.update(p_equivalent=p_eq, p_different=p_diff)
+    within = "within \u00b1%g points (TOST p=%.2g)" % (tolerance, p_eq)
+    outside = (
+        "published run outside our seeds' %g%% prediction interval (delta %+.2f points, p=%.2g)"
+        % (100 * (1 - alpha), mean - published_value, p_diff)
+    )
+    if p_eq < alpha and p_diff < alpha:
+        return named("reproduced-offset", "reproduced, offset detected: %s; %s" % (within, outside))
     if p_eq < alpha:
-        text = "reproduced: within \u00b1%g (TOST p=%.2g)" % (tolerance, p_eq)
-        if p_diff < alpha:
-            text += "; offset of %+.2f detectable (prediction t-test p=%.2g)" % (
-                mean - published_value,
-                p_diff,
-            )
-        return dict(out, **{"class": "pass", "text": text})
+        return named("reproduced", "reproduced: %s" % within)
     if p_diff < alpha:
-        return dict(
-            out,
-            **{
-                "class": "fail",
-                "text": "differs: %+.2f points (prediction t-test p=%.2g)"
-                % (mean - published_value, p_diff),
-            },
+        return named(
+            "differs",
+            "differs: %s; within \u00b1%g not shown (TOST p=%.2g)" % (outside, tolerance, p_eq),
         )
-    return dict(
-        out,
-        **{
-            "class": "warn",
-            "text": "inconclusive with %d seeds (TOST p=%.2g, prediction t-test p=%.2g)"
-            % (n, p_eq, p_diff),
-        },
+    return named(
+        "inconclusive",
+        "inconclusive with %d seeds: within \u00b1%g not shown (TOST p=%.2g), published run "
+        "inside our seeds' %g%% prediction interval (p=%.2g)"
+        % (n, tolerance, p_eq, 100 * (1 - alpha), p_diff),
     )
 
 

@@ -1,4 +1,4 @@
-"""render_report: the aggregate tables -> one self-contained HTML page (+ the CSVs beside it).
+"""write_report: the aggregate tables -> one self-contained HTML page (+ the CSVs beside it).
 
 The page's sections follow DESIGN.md "Report". Every number comes from runs.csv / curves.csv /
 envs.csv (through report.sections), figures are embedded PNGs, and nothing is fetched when the
@@ -14,6 +14,7 @@ import jinja2
 from report import aggregate, atomic, figures, predicted, references, sections
 from report.labels import add_labels
 
+COMPARISONS_CSV = "comparisons.csv"  # sections.COMPARISON_COLUMNS, beside runs.csv
 TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 IDENTITY_NOTES = {
     "official": None,
@@ -27,17 +28,20 @@ IDENTITY_NOTES = {
 }
 
 
-def render_report(
+def write_report(
     study, tables, out_dir, tolerance=references.DEFAULT_TOLERANCE, predicted_path=None
 ):
-    """Write report.html, runs.csv, curves.csv, envs.csv, layers.csv into out_dir (each
-    atomically); returns the path of report.html."""
+    """Write report.html, runs.csv, comparisons.csv, curves.csv, envs.csv, layers.csv into
+    out_dir (each atomically); returns the path of report.html."""
     os.makedirs(out_dir, exist_ok=True)
     # runs.csv carries the page's group and variant labels, so its rows can be matched to it.
     tables = aggregate.Tables(add_labels(tables.runs), tables.curves, tables.envs, tables.layers)
     context = build_context(study, tables, out_dir, tolerance, predicted_path)
     html = environment().get_template("report.html.j2").render(**context)
     aggregate.write_tables(tables, out_dir)
+    atomic.write_frame(
+        os.path.join(out_dir, COMPARISONS_CSV), sections.comparison_table(context["comparison"])
+    )
     path = os.path.join(out_dir, "report.html")
     atomic.write_text(path, html)  # last: the page never refers to CSVs that are not there
     return path
@@ -98,6 +102,8 @@ def build_context(study, tables, out_dir, tolerance, predicted_path=None):
         "curves": curve_panels(runs, curves, figures.palette(sorted(runs["variant"].unique()))),
         "deltas": {axis: sections.axis_deltas(runs, axis) for axis in ("cudnn", "tf32")},
         "version_deltas": sections.version_deltas(runs),
+        "recipe_deltas": sections.recipe_deltas(runs),
+        "verdict_names": list(references.VERDICTS),
         "grad_envs": grad_envs(tables.envs, runs, out_dir),
         "layers_png": figures.layer_errors(tables.layers, tables.envs),
         "canaries": canary_panels(runs, curves, tables.envs),
@@ -191,10 +197,14 @@ def chainer_mismatch(cells):
         )
     if identities and identities != [references.COMPARABLE_IDENTITY]:
         parts.append("%s data" % "/".join(identities))
-    if not parts:
+    # The curves are the chainer recipe's reference, as its rows are (references.rows_for).
+    recipes = sorted({str(r) for r in cells.get("recipe_label", cells["recipe"]).fillna("lua")})
+    recipe = "" if recipes == ["chainer"] else " with recipe %s" % "/".join(recipes)
+    if not parts and not recipe:
         return None
-    return "our cells: %s; the reference is 300 epochs on the official CIFAR-10" % (
-        " on ".join(parts)
+    return (
+        "our cells: %s%s; the reference is the chainer recipe, 300 epochs on the official "
+        "CIFAR-10" % (" on ".join(parts) or "paper protocol", recipe)
     )
 
 

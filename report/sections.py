@@ -89,14 +89,15 @@ def seeds_text(cell):
 
 
 def comparison(runs, tolerance, alpha=references.ALPHA):
-    """Published comparison: {"blocks": [{group, variant, n, expected, seeds, mean, std,
-    provisional, gradient_fail, refs: [...]}], "not_compared": [{group, variant, n, seeds,
-    mean, std, reason}]}.
+    """Published comparison: {"blocks": [{group, variant, recipe, n, expected, seeds, mean,
+    std, provisional, gradient_fail, refs: [...]}], "not_compared": [{group, variant, recipe,
+    n, seeds, mean, std, reason}]}.
 
-    The verdict uses the completed seeds, but every seed counts: a diverged seed of a
-    comparable group means "not reproduced" (non-convergence is the failure this harness is
-    for), unfinished seeds make the verdict provisional, and a group with no completed seed is
-    listed as not compared with its seeds' states.
+    Each group is compared with the published rows of its recipe (references.rows_for). The
+    verdict uses the completed seeds, but every seed counts: a diverged seed of a comparable
+    group means "not reproduced" (non-convergence is the failure this harness is for; no
+    unfinished seed can undo it), unfinished seeds make any other verdict provisional, and a
+    group with no completed seed is listed as not compared with its seeds' states.
     """
     table = references.published()
     blocks, not_compared = [], []
@@ -107,6 +108,7 @@ def comparison(runs, tolerance, alpha=references.ALPHA):
         base = {
             "group": group,
             "variant": variant,
+            "recipe": references.group_recipe(done if len(done) else cell) or "mixed",
             "n": n,
             "expected": len(cell),
             "seeds": seeds_text(cell),
@@ -117,15 +119,19 @@ def comparison(runs, tolerance, alpha=references.ALPHA):
         if why:
             not_compared.append(dict(base, reason=why))
             continue
-        refs = published_rows(table, done)[0]
+        refs = published_rows(table, done)
         diverged = int((cell["status"] == "diverged").sum())
         pending = status_counts(cell[cell["status"].isin(PENDING)], skip=())
+        # The gradient stage of these cells' environment: a failed one makes every number of
+        # the cells suspect, so the comparison says so beside the verdict.
+        gradient_fail = "fail" in set(cell["gradcheck_verdict"].dropna())
         compared = []
         for _, ref in refs.iterrows():
             verdict = references.verdict(
                 done["final_test_err"], float(ref["test_error_pct"]), tolerance, alpha
             )
             verdict = seed_states_verdict(verdict, diverged, len(cell), pending)
+            reasons = verdict["reasons"] + (["gradient stage: fail"] if gradient_fail else [])
             compared.append(
                 {
                     "source": ref["source"],
@@ -133,23 +139,24 @@ def comparison(runs, tolerance, alpha=references.ALPHA):
                     "citation": ref["citation"],
                     "delta": verdict["delta"],
                     "verdict": verdict["text"],
+                    "verdict_name": verdict["name"],
                     "verdict_class": verdict["class"],
+                    "provisional": verdict["provisional"],
                     "diverged": bool(diverged),
                     "p_equivalent": verdict["p_equivalent"],
                     "p_different": verdict["p_different"],
+                    "reasons": "; ".join(reasons),
                 }
             )
         blocks.append(
             dict(
                 base,
                 refs=compared,
-                provisional=pending or None,
-                # The gradient stage of these cells' environment: a failed one makes every
-                # number of the cells suspect, so the comparison says so beside the verdict.
-                gradient_fail="fail" in set(cell["gradcheck_verdict"].dropna()),
+                provisional=pending if pending and not diverged else None,
+                gradient_fail=gradient_fail,
             )
         )
-    return {"blocks": blocks, "not_compared": not_compared}
+    return {"blocks": blocks, "not_compared": not_compared, "tolerance": tolerance}
 
 
 def eligibility(table, cell, done):
@@ -160,41 +167,112 @@ def eligibility(table, cell, done):
     why = references.not_comparable(done)
     if why:
         return why
-    refs, variant = published_rows(table, done)
-    if not len(refs):
+    if not len(published_rows(table, done)):
         first = done.iloc[0]
-        return "no published number for %s on %s (augmentation %s)%s" % (
+        recipe = references.group_recipe(done)
+        return "recipe %s: %s has no number for %s on %s (augmentation %s)" % (
+            recipe,
+            references.reference_name(recipe),
             first["model"],
             first["dataset"],
             first["augment"],
-            ""
-            if variant is None
-            else " other than the paper's, which uses another recipe: " + variant,
         )
     return None
 
 
 def published_rows(table, done):
-    """(rows, variant reason): the published rows this group is compared with."""
+    """The published rows of this group's recipe for its model, dataset and augmentation."""
     first = done.iloc[0]
     refs = references.references_for(table, first["model"], first["dataset"], first["augment"])
     return references.rows_for(refs, done)
 
 
 def seed_states_verdict(verdict, diverged, expected, pending):
-    """The statistical verdict of the completed seeds, overruled by a diverged seed (class
-    fail) and marked provisional while seeds are unfinished."""
-    verdict = dict(verdict)
+    """The statistical verdict of the completed seeds, overruled by a diverged seed
+    (not-reproduced, final) and otherwise marked provisional while seeds are unfinished.
+    Adds "provisional" (bool) and "reasons" (list of texts)."""
+    verdict = dict(verdict, provisional=False, reasons=[])
     if diverged:
-        verdict["class"] = "fail"
+        verdict.update(name="not-reproduced", **{"class": references.VERDICTS["not-reproduced"]})
         verdict["text"] = "not reproduced: %d of %d seeds diverged; completed seeds: %s" % (
             diverged,
             expected,
             verdict["text"],
         )
-    if pending:
-        verdict["text"] += " (provisional: %s)" % pending
+        verdict["reasons"].append("%d of %d seeds diverged" % (diverged, expected))
+        if pending:
+            verdict["reasons"].append("also unfinished: %s" % pending)
+    elif pending:
+        verdict["provisional"] = True
+        verdict["text"] = "provisional: %s (seeds unfinished: %s)" % (verdict["text"], pending)
+        verdict["reasons"].append("seeds unfinished: %s" % pending)
     return verdict
+
+
+# comparisons.csv (beside runs.csv): one row per group x variant x published row, and one per
+# group x variant that was not compared (source empty, verdict "not-compared").
+COMPARISON_COLUMNS = [
+    "group",
+    "variant",
+    "recipe",
+    "source",
+    "published",
+    "n",
+    "expected",
+    "mean",
+    "sd",
+    "delta",
+    "tolerance",
+    "p_tost",
+    "p_prediction",
+    "verdict",
+    "provisional",
+    "reasons",
+]
+
+
+def comparison_table(comparison):
+    """The comparison as comparisons.csv rows (COMPARISON_COLUMNS), full precision."""
+    rows = []
+    for block in comparison["blocks"]:
+        for ref in block["refs"]:
+            rows.append(
+                {
+                    "group": block["group"],
+                    "variant": block["variant"],
+                    "recipe": block["recipe"],
+                    "source": ref["source"],
+                    "published": ref["published"],
+                    "n": block["n"],
+                    "expected": block["expected"],
+                    "mean": block["mean"],
+                    "sd": block["std"],
+                    "delta": ref["delta"],
+                    "tolerance": comparison["tolerance"],
+                    "p_tost": ref["p_equivalent"],
+                    "p_prediction": ref["p_different"],
+                    "verdict": ref["verdict_name"],
+                    "provisional": ref["provisional"],
+                    "reasons": ref["reasons"],
+                }
+            )
+    for row in comparison["not_compared"]:
+        rows.append(
+            {
+                "group": row["group"],
+                "variant": row["variant"],
+                "recipe": row["recipe"],
+                "n": row["n"],
+                "expected": row["expected"],
+                "mean": row["mean"],
+                "sd": row["std"],
+                "tolerance": comparison["tolerance"],
+                "verdict": references.NOT_COMPARED,
+                "provisional": False,
+                "reasons": row["reason"],
+            }
+        )
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
 def version_deltas(runs):
@@ -204,38 +282,45 @@ def version_deltas(runs):
     versions = sorted({str(v) for v in clean(runs)["torch"].dropna()})
     out = []
     for other in versions[1:]:
-        d = axis_deltas(runs, "torch", on=versions[0], off=other)
+        d = paired_deltas(runs, "torch", versions[0], other)
         out.append(dict(d, base=versions[0], other=other))
     return out
 
 
-def axis_deltas(runs, axis, on="on", off="off"):
+def axis_deltas(runs, axis):
     """Completed cells paired across one on/off axis, all other params equal (same seed).
 
     Returns {"pairs": [...], "summary": [...]}; delta = error(off) - error(on), in points.
-    `on` and `off` name the two values compared (the torch axis compares two versions).
     A pair with a side that did not complete (diverged, failed, skipped, ...) has no delta but
     is named in the summary's note: a setting that breaks training is what this section is for.
     """
+    return paired_deltas(runs, axis, "on", "off")
+
+
+def paired_deltas(runs, axis, base, other, group_of=lambda row: row["group"]):
+    """Completed cells paired across `axis` (base vs other value), every other param, the
+    and the recipe equal (same seed): {"pairs", "summary"}, delta = error(other)
+    - error(base). group_of names a pair's group."""
     runs = clean(runs)
     keys = [k for k in PARAM_KEYS if k != axis]
+    keys += [k for k in ("recipe_label",) if k in runs and k != axis]
     others = [a for a in varying(runs, VARIANT_AXES) if a != axis]
     pairs, incomplete = [], []
     for _, twins in runs.fillna({k: "?" for k in keys}).groupby(keys, sort=True):
-        first, second = twins[twins[axis] == on], twins[twins[axis] == off]
-        if not len(first) or not len(second):
+        on, off = twins[twins[axis] == base], twins[twins[axis] == other]
+        if not len(on) or not len(off):
             continue
-        a, b = first.iloc[0], second.iloc[0]
+        a, b = on.iloc[0], off.iloc[0]
         context = " \u00b7 ".join(AXIS_NAMES[o] + text(a[o]) for o in others) or "all"
         if a["status"] != "completed" or b["status"] != "completed":
             sides = [
                 "%s %s" % (side, row["status"])
-                for side, row in (("on", a), ("off", b))
+                for side, row in ((base, a), (other, b))
                 if row["status"] != "completed"
             ]
             incomplete.append(
                 {
-                    "group": a["group"],
+                    "group": group_of(a),
                     "context": context,
                     "what": " + ".join(sides),
                     "seed": a["seed"],
@@ -245,7 +330,7 @@ def axis_deltas(runs, axis, on="on", off="off"):
         na = [str(x) for x in (a["not_applicable"], b["not_applicable"]) if _has(x)]
         pairs.append(
             {
-                "group": a["group"],
+                "group": group_of(a),
                 "seed": a["seed"],
                 "on": a["final_test_err"],
                 "off": b["final_test_err"],
@@ -260,6 +345,30 @@ def axis_deltas(runs, axis, on="on", off="off"):
             }
         )
     return {"pairs": pairs, "summary": delta_summary(pairs, incomplete)}
+
+
+def recipe_deltas(runs, base=references.DEFAULT_RECIPE):
+    """Groups that differ only in recipe, paired per seed as the cuDNN/TF32 deltas are: one
+    {"recipes": "bamos - lua", "pairs", "summary"} per other recipe run beside `base`, delta =
+    error(other) - error(base). Cells with overrides are no recipe and are never paired."""
+    runs = clean(runs)
+    if "recipe_label" not in runs or not len(runs):
+        return []
+    names = sorted(set(runs["recipe_label"]) - {base})
+    out = []
+    for name in (n for n in names if "+overrides" not in n):
+        if base not in set(runs["recipe_label"]):
+            break
+        part = runs[runs["recipe_label"].isin([base, name])]
+        deltas = paired_deltas(part, "recipe_label", base, name, group_of=_without_recipe)
+        if deltas["summary"]:
+            out.append(dict(deltas, recipes="%s \u2212 %s" % (name, base), other=name, base=base))
+    return out
+
+
+def _without_recipe(row):
+    """A group label without its recipe part (labels.add_labels puts it last)."""
+    return str(row["group"]).split(" \u00b7 " + AXIS_NAMES["recipe_label"], 1)[0]
 
 
 def delta_summary(pairs, incomplete):
@@ -430,30 +539,51 @@ def flag_mismatches(runs):
     return out
 
 
+# How the header names each verdict: (one, several).
+VERDICT_WORDS = {
+    "reproduced": ("reproduced", "reproduced"),
+    "reproduced-offset": ("reproduced (offset detected)", "reproduced (offset detected)"),
+    "differs": ("differs", "differ"),
+    "not-reproduced": ("not reproduced (diverged seeds)", "not reproduced (diverged seeds)"),
+    "inconclusive": ("inconclusive", "inconclusive"),
+    "no-verdict": ("without verdict", "without verdict"),
+}
+
+
+def count_text(counts):
+    """{"differs": 2, "reproduced": 1} -> '1 reproduced, 2 differ' (VERDICTS' order)."""
+    return ", ".join(
+        "%d %s" % (counts[name], VERDICT_WORDS[name][counts[name] != 1])
+        for name in references.VERDICTS
+        if counts.get(name)
+    )
+
+
 def verdict_counts(comparison, envs):
-    """Headline counts: comparison verdicts, and gradient-stage verdicts of the clean
-    environments apart from the canary environments, whose "fail" is the designed detection
-    (a canary env that does not fail is a harness failure)."""
-    classes = {"pass": "reproduced", "fail": "differ", "warn": "inconclusive", "none": "no verdict"}
-    compared = {}
+    """Headline counts: comparison verdicts per published source, final apart from
+    provisional; and gradient-stage verdicts of the clean environments apart from the canary
+    environments, whose "fail" is the designed detection (a canary env that does not fail is a
+    harness failure)."""
+    final, provisional, sources = {}, {}, []
     for block in comparison["blocks"]:
         for ref in block["refs"]:
-            label = (
-                "not reproduced (diverged seeds)"
-                if ref["diverged"]
-                else classes[ref["verdict_class"]]
-            )
-            compared[label] = compared.get(label, 0) + 1
+            if ref["source"] not in sources:
+                sources.append(ref["source"])
+            counts = (provisional if ref["provisional"] else final).setdefault(ref["source"], {})
+            counts[ref["verdict_name"]] = counts.get(ref["verdict_name"], 0) + 1
+    # The paper first, then the other sources in the published table's order.
+    order = list(references.published()["source"].drop_duplicates())
+    sources.sort(key=lambda s: order.index(s) if s in order else len(order))
     is_canary = envs["canary"].fillna("none") != "none"
-    order = [
-        "reproduced",
-        "differ",
-        "not reproduced (diverged seeds)",
-        "inconclusive",
-        "no verdict",
-    ]
     return {
-        "comparisons": {k: compared[k] for k in order if k in compared},
+        "comparisons": [
+            {
+                "source": source,
+                "final": count_text(final.get(source, {})),
+                "provisional": count_text(provisional.get(source, {})),
+            }
+            for source in sources
+        ],
         "provisional": sum(1 for b in comparison["blocks"] if b["provisional"]),
         "not_compared": len(comparison["not_compared"]),
         "stage": stage_counts(envs[~is_canary]),

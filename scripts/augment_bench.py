@@ -1,4 +1,4 @@
-"""Time densenet.augment.augment against the plain pad-crop-flip reference it replaced
+"""Time densenet.augment.augment against a plain pad-crop-flip reference implementation
 (tests/test_augment.py), interleaved round by round on one batch, one torch thread.
 
     python scripts/augment_bench.py [--rounds 30] [--calls 100] [--batch 64]

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The convolution-algorithm leads of issue 6 in one device call (scripts/gpu_explore.py):
+# The convolution-algorithm leads in one bounded run (scripts/gpu_explore.py):
 # cuDNN's autotuning limited to torch's default 10 engine configs per convolution vs all of
 # them (benchmark_limit 0), each in its own process because cuDNN caches its choice per shape
 # for the whole process; weight gradients on a side stream (+overlap); channels_last; and
 # torch.compile on top of the full search. fp32 and TF32 throughout.
-# Usage (repo root, on the lent machine): OUT=DIR scripts/gpu_algos.sh
+# Usage (repo root, on the GPU machine): OUT=DIR scripts/gpu_algos.sh
 # ALGOS_S bounds the whole script (default 450 s; the two processes get 1/5 and 4/5).
 # Leaves in $OUT: explore-lim10.json, explore-lim0.json, gpu.txt. GPU_BENCH_DRY=1 runs the
 # same settings (without +compile) on the CPU at tiny sizes (tests/test_gpu_scripts.py).

@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
-# Every GPU measurement of BENCHMARKS.md in one device call, bounded so that it ends inside
-# the lease with its results packed: the device tool returns at most 8 files from $OUT.
-# Usage (repo root, on the lent machine): scripts/gpu_all.sh [BUNDLE]
-#   BUNDLE: the carried cifar10-jpeg75 folder (default .device/cifar10-jpeg75)
+# Every GPU measurement of docs/benchmarks/ in one bounded run, with its results packed into a
+# few files: a remote GPU host may return only a handful of files from $OUT.
+# Usage (repo root, on the GPU machine): scripts/gpu_all.sh [BUNDLE]
+#   BUNDLE: the cifar10-jpeg75 folder copied to that machine (default .device/cifar10-jpeg75)
 # Budgets in seconds: BENCH_S for scripts/gpu_bench.py, CHECK_S for scripts/gpu_check.sh,
 # EXPLORE_S for scripts/gpu_explore.py. Each stage ends within its budget and writes its table;
-# a stage that fails does not stop the next. The defaults (350 + 180 + 45) fit one call at the
-# device tool's 600 s limit: on an H200 (2026-11-27) all 10 bench stages took ~345 s with the
-# data build, each of the 9 gradient checks 13-19 s, the 4 explore settings ~40 s. The three
-# --compile stages come last in gpu_bench.py's STAGES, so the defaults leave them out; they
-# take a call of their own (session 5: train 60 s, compile 275 s, train_compile 99 s):
+# a stage that fails does not stop the next. The defaults (350 + 180 + 45) fit a 600 s run: on
+# an H200 (2026-11-27) all 10 bench stages took ~345 s with the data build, each of the 9
+# gradient checks 13-19 s, the 4 explore settings ~40 s. The three --compile stages come last
+# in gpu_bench.py's STAGES, so the defaults leave them out; they take a run of their own (H200:
+# train 60 s, compile 275 s, train_compile 99 s):
 #   GPU_BENCH_STAGES=train,compile,train_compile BENCH_S=520 CHECK_S=0 EXPLORE_S=0
-# and compile_tf32 another (BENCH_S=400; since session 7 it skips the float64 gradient check and
-# its two compiles, so it should take about half that: not yet measured). CHECK_S=0 /
-# EXPLORE_S=0 leave those stages out.
-# Session 6 (bench stages with the "fast-serial" runner beside --overlap's fast one): fp32 25 s,
+# and compile_tf32 another (BENCH_S=400; it skips the float64 gradient check and its two
+# compiles, so it should take about half that: not measured). CHECK_S=0 / EXPLORE_S=0 leave
+# those stages out.
+# Bench stages on the H200 with the "fast-serial" runner beside --overlap's fast one: fp32 25 s,
 # tf32 35 s, dropout 19 s, deterministic 17 s, train_det 53 s, train + train_noise ~85 s.
 # Leaves in $OUT: gpu.tgz (every JSON, table and log; the training cells' metrics too),
 # bench_table.txt, check_table.txt, explore.json, gpu.txt (nvidia-smi, versions); prints both

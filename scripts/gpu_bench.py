@@ -1,9 +1,9 @@
-"""The GPU measurements of BENCHMARKS.md in one go, for a session lent an H100/H200.
+"""The GPU measurements of docs/benchmarks/ in one go, on an H100/H200.
 
 Runs, in this order (most wanted first: with GPU_BENCH_BUDGET_S set, a run that would pass
 that many seconds from the start is cut short or skipped, and the table is still written),
 with the machine's own python3/torch (no Docker there):
-  1. build CIFAR-10 (cifar10-jpeg75) from the carried JPEG bundle (~20 s; needs numpy, Pillow)
+  1. build CIFAR-10 (cifar10-jpeg75) from the copied JPEG bundle (~20 s; needs numpy, Pillow)
   2. bench densenet-bc100-k12, batch 64: fp32 (TF32 off), cuDNN on -- eager vs CUDA graph
      (with --overlap's weight-gradient stream, and without it: "fast-serial"), efficient mode
      time and memory, the fast step fed by the training loop (index + augment) against
@@ -20,19 +20,19 @@ with the machine's own python3/torch (no Docker there):
      noise), bench of densenet-bc190-k40 (efficient mode's memory)
   9. --compile on: bench (the compiled fast step against the plain one; gradients against
      float64), 4 training epochs against step 4's eager run, bench with TF32 on
-and prints one table last. Every JSON and the table go to $OUT (the device tool returns them);
+and prints one table last. Every JSON and the table go to $OUT (the folder to copy back);
 scratch files to $GPU_BENCH_WORK (default /tmp/gpu_bench_work). If CIFAR-10 cannot be built
 (e.g. no Pillow there), every run uses synthetic data and the table says so.
 GPU_BENCH_DRY=1 runs it all on the CPU at tiny sizes; tests/test_gpu_scripts.py does that in CI.
 
 Usually run through scripts/gpu_all.sh, which adds the gradient checks and the explore leads
-and packs the results for the device tool. On the session's machine, before the device call
-(the ../shared folder does not travel):
+and packs the results into a few files. Copy the JPEG bundle next to the checkout first (its
+default place is .device/):
     mkdir -p .device && cp -r ../shared/data/cifar10-jpeg75 .device/
-then device run with carry [".device"], timeout_s 600, command:
-    scripts/gpu_all.sh .device/cifar10-jpeg75
+then, on the GPU machine, within a 600 s limit:
+    OUT=DIR scripts/gpu_all.sh .device/cifar10-jpeg75
 On an H200 stages 1-8 took ~345 s, the data build included; the --compile stages take
-~275 s (bench, cold compile cache) and ~100 s (training) more (BENCHMARKS.md).
+~275 s (bench, cold compile cache) and ~100 s (training) more (docs/benchmarks/).
 """
 
 import csv
@@ -48,7 +48,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.environ.get("OUT") or "/tmp/gpu_bench_out"
 WORK = os.environ.get("GPU_BENCH_WORK") or "/tmp/gpu_bench_work"
 PY = sys.executable
-# GPU_BENCH_DRY=1: the same script on a CPU with tiny sizes, to check it before a lease.
+# GPU_BENCH_DRY=1: the same script on a CPU with tiny sizes, to check it before a GPU run.
 DRY = os.environ.get("GPU_BENCH_DRY") == "1"
 DEVICE = "cpu" if DRY else "cuda"
 NAME = "densenet-bc40-k12" if DRY else "densenet-bc100-k12"
@@ -94,7 +94,7 @@ def run(args, timeout):
     """Run `python -m densenet ARGS` (or a script); keep going on failure, log the tail.
 
     Each run also stops at the script's deadline (GPU_BENCH_BUDGET_S after the start), so
-    the table and log are always written inside the lease; a run past it is skipped. A run
+    the table and log are always written within the budget; a run past it is skipped. A run
     past its time gets SIGTERM and GRACE_S seconds to write what it has (a bench writes
     bench_X.partial.json), then its whole process group (inductor's compile workers too) is
     killed."""
@@ -174,8 +174,8 @@ def main():
     run([os.path.join(bundle, "build.py"), data], 180)
     dataset = "cifar10"
     if not os.path.isfile(os.path.join(data, "cifar-10-batches-py", "test_batch")):
-        # E.g. no Pillow on the lent machine. Step times and the fast-vs-eager agreement do
-        # not depend on the images: measure on generated ones rather than lose the lease.
+        # E.g. no Pillow on the GPU machine. Step times and the fast-vs-eager agreement do
+        # not depend on the images: measure on generated ones rather than lose the run.
         dataset = "synthetic"
         print("CIFAR-10 could not be built (log.txt says why): every run uses synthetic data")
     src = ["--dataset", dataset, "--data-dir", data]
@@ -195,7 +195,7 @@ def main():
         # torch.compile'd fast step against the plain one, and its gradients against float64.
         "compile": ["--compile", "on", "--steps", "40", "--feed", "off"] + small,
         # No float64 gradient check: float64 never uses TF32, so the "compile" stage's check
-        # covers this one; its two compiles were a large part of session 5's ~275 s (cold).
+        # covers this one; its two compiles are a large part of that stage's ~275 s (cold).
         "compile_tf32": ["--compile", "on", "--tf32", "on", "--steps", "40", "--profile", "off"]
         + ["--precision", "off", "--feed", "off"]
         + small,
@@ -235,7 +235,7 @@ def main():
         # cuDNN's autotuned (nondeterministic) algorithms, the yardstick for fast vs eager.
         "train_noise": lambda: trainrun("train_off2", "4", ["--fast", "off"]),
         "big": lambda: bench("big"),
-        # Inductor compiles for minutes on a cold cache (> 90 s on the H200 in session 4).
+        # Inductor compiles for minutes on a cold cache (71-129 s per setting on an H200).
         "compile": lambda: bench("compile", 420),
         # Compiles twice more (the partial batch, the kernel census's copy), then trains.
         "train_compile": lambda: trainrun(
@@ -374,7 +374,7 @@ def overlap_lines(o):
 
 
 def compile_lines(c):
-    """The bench's --compile section in the table (densenet/bench.py bench_compile)."""
+    """The bench's --compile section in the table (densenet/bench/benchmark.py bench_compile)."""
     if not c:
         return []
     if "reason" in c:

@@ -3,7 +3,7 @@
 # plus one clean run with --deterministic on; prints a table and keeps the JSON records.
 # Usage (repo root, on the GPU host): scripts/gpu_check.sh [DEST]
 #   DEST (default results/gpu_check) receives summary.json (every gradcheck.json, keyed by
-#   run), table.txt and runs.log: three files, so a lent machine's $OUT can carry them back.
+#   run), table.txt and runs.log: three files, easy to copy back from a remote GPU host.
 #   PYTHON (default python3), MODEL (densenet-bc40-k12), BATCH_SIZE (16), STEPS (3) override;
 #   DEVICE=cpu runs the same matrix on the CPU (a dry run of this script: cuDNN and TF32 are
 #   then recorded as not applicable).

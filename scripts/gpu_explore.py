@@ -1,6 +1,6 @@
-"""Leads for the next speed-up, measured on a lent GPU; nothing here is used by the trainer.
+"""Leads for the next speed-up, measured on a GPU; nothing here is used by the trainer.
 
-The issue's target (<= 10 ms/step fp32 for densenet-bc100-k12 at batch 64) is below what the
+The target (<= 10 ms/step fp32 for densenet-bc100-k12 at batch 64) is below what the
 compiled CUDA-graph step reached (16.6 ms on an H200, ~12 ms of it cuDNN convolutions). Each
 setting runs the trainer's CUDA-graph step (densenet/steps.py) on one fixed batch and reports
 the median of device-event step times after warmup and capture, the setup time, the peak
@@ -11,7 +11,7 @@ memory and the top kernels of one profiled step (which cuDNN engines ran). A set
     +compile   torch.compile (inductor fuses BN/ReLU/cat copies; convolutions stay cuDNN)
     +overlap   convolution weight gradients on a side stream (densenet/overlap.py); with
                +compile, each convolution is a graph break and inductor compiles the layers
-               between them (one graph per layer width), the trainer does not do this yet
+               between them (one graph per layer width); the trainer does not combine them
 
 --limit sets torch.backends.cudnn.benchmark_limit, how many cuDNN engine configs autotuning
 times per convolution (torch's default 10; 0 = all). cuDNN caches the chosen engine per
@@ -35,11 +35,11 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from densenet import compiled, numerics  # noqa: E402
-from densenet.bench import profile_step  # noqa: E402
+from densenet.bench.runners import profile_step  # noqa: E402
+from densenet.bench.timing import summarize, time_calls  # noqa: E402
 from densenet.models import build_model  # noqa: E402
+from densenet.recipe import make_optimizer  # noqa: E402
 from densenet.steps import Accumulator, make_step  # noqa: E402
-from densenet.timing import summarize, time_calls  # noqa: E402
-from densenet.train import make_optimizer  # noqa: E402
 
 DEFAULT_SETTINGS = "fp32,fp32+cl,tf32,tf32+cl"
 SUFFIXES = ("cl", "compile", "overlap")

@@ -1,5 +1,5 @@
-"""Train the same CPU cell under `--cpu-malloc system` and `reuse` (and, as the "before",
-system malloc with the old evaluation batch of 500), alternating the variants run by run.
+"""Train the same CPU cell under `--cpu-malloc system` and `reuse` (and, as a third variant,
+system malloc with an evaluation batch of 500), alternating the variants run by run.
 
     python scripts/malloc_bench.py --out results/bench/cpu-malloc.json [--rounds 2]
         [--model densenet-bc40-k12] [--n-train 2000] [--n-test 1000] [--epochs 2]

@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,6 +36,36 @@ def cifar10_jpeg75(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("cifar10-jpeg75"))
     subprocess.run([sys.executable, JPEG75_BUILD, out], check=True, capture_output=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A single-node SLURM cluster with job accounting and two fake GPUs, started once for the
+    session from Debian's packages (tests/helpers/slurm_cluster.py: 10-20 s) and stopped at
+    its end. Skips when the binaries are missing or not root; CI installs them and sets
+    REQUIRE_SLURM=1 (.ci/run), which makes that a failure."""
+    from helpers import slurm_cluster as slurm
+
+    why = None
+    absent = slurm.missing()
+    if absent:
+        why = "SLURM binaries not found: %s (apt-get install %s)" % (
+            " ".join(absent),
+            slurm.PACKAGES,
+        )
+    elif os.geteuid() != 0:
+        why = "the SLURM test cluster runs its daemons as root"
+    if why:
+        if os.environ.get("REQUIRE_SLURM") == "1":
+            pytest.fail(why + " (REQUIRE_SLURM=1)")
+        pytest.skip(why)
+    root = str(tmp_path_factory.mktemp("slurm"))
+    try:
+        with slurm.slurm_cluster(root) as cluster:
+            yield cluster
+    finally:
+        # MariaDB's data directory is the bulk of it; the logs stay for a look afterwards.
+        shutil.rmtree(os.path.join(root, "mysql", "data"), ignore_errors=True)
 
 
 @contextlib.contextmanager

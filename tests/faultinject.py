@@ -1,5 +1,5 @@
 """Run `python -m densenet ...`, `python -m report ...` or a workflow script with one fault
-injected at a deterministic point (issue 7). Production code carries no test hooks: the faults
+injected at a deterministic point. Production code carries no test hooks: the faults
 are installed here, by replacing module attributes before the target starts.
 
     python tests/faultinject.py [--kill-at POSITION] [--enospc FILE:N] [--trace-opens LOG]

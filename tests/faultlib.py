@@ -123,7 +123,7 @@ def trained_cell(tmp_path_factory):
     return cell
 
 
-def render_report(results_dir, out):
+def render_study_report(results_dir, out):
     """`python -m report --results DIR --out OUT`; returns (process, runs.csv rows by cell id)."""
     res = run([sys.executable, "-m", "report", "--results", results_dir, "--out", out])
     rows = {}

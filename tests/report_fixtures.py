@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from densenet.train import METRIC_COLUMNS  # the writer's columns, in its order
+from densenet.celldir import METRIC_COLUMNS  # the writer's columns, in its order
 
 FIXTURE_SHA = "f1x7" + "0" * 36
 GPU = {
@@ -55,10 +55,11 @@ def params(
 
 
 def cell_id(p):
+    """The cell's id; a `recipe` param (a study axis) is part of it where given."""
     return (
         "{model}_{dataset}_aug{augment}_{optimizer}_t{torch}_cudnn{cudnn}_tf32{tf32}_"
         "det{deterministic}_{canary}_s{seed}".format(**p)
-    )
+    ) + ("_r%s" % p["recipe"] if p.get("recipe") else "")
 
 
 def env_id(p):
@@ -122,14 +123,14 @@ def write_metrics(path, rows):
             )
 
 
-# densenet/train.py resolve(): (n_train, n_test) per protocol (None = the full set) and the
+# densenet/recipe.py resolve(): (n_train, n_test) per protocol (None = the full set) and the
 # resolved recipe it records in summary.json / env.json config.
 SETS = {"paper": (None, None), "short": (None, None), "smoke": (5000, 1000)}
 LR = {"sgd": 0.1, "adam": 1e-3, "rmsprop": 1e-4}
 
 
 def resolved_config(p, epochs=None, **overrides):
-    """The config a cell of params p records, as densenet/train.py resolves it."""
+    """The config a cell of params p records, as densenet/recipe.py resolves it."""
     n_train, n_test = SETS.get(p["protocol"], (None, None))
     config = dict(
         p,
@@ -146,6 +147,53 @@ def resolved_config(p, epochs=None, **overrides):
     )
     config.update(overrides)
     return config
+
+
+# The resolved values each named recipe records in config (docs/contracts.md, "Report"),
+# written out here by hand so that the report's own table (report/references.py RECIPES) is
+# checked against them. lua's dropout follows the augmentation, as resolved_config sets it.
+RECIPE_VALUES = {
+    "lua": dict(
+        momentum=0.9,
+        nesterov="on",
+        lr_schedule="lua",
+        weight_decay=1e-4,
+        norm="lua",
+        augment_order="official",
+        init="lua",
+        bias="off",
+        stem="lua",
+    ),
+    "bamos": dict(
+        momentum=0.9,
+        nesterov="off",
+        lr_schedule="lua",
+        weight_decay=1e-4,
+        norm="bamos",
+        augment_order="bamos",
+        init="lua",
+        bias="off",
+        stem="lua",
+        dropout=0.0,
+    ),
+    "chainer": dict(
+        momentum=0.9,
+        nesterov="on",
+        lr_schedule="chainer",
+        weight_decay=1e-4,
+        norm="lua",
+        augment_order="official",
+        init="chainer",
+        bias="on",
+        stem="paper",
+        dropout=0.2,
+    ),
+}
+
+
+def recipe_config(name, **overrides):
+    """The config keys a cell of recipe `name` records, with overrides on top."""
+    return dict(RECIPE_VALUES.get(name, {}), recipe=name, **overrides)
 
 
 def env_json(p, identity="official", config=None):
@@ -201,9 +249,11 @@ def write_cell(
     diverge_at=None,
     running_epochs=None,
     config=None,
+    exact=False,
 ):
     """A cell directory in the given state; returns its path relative to root. config:
-    keys of the recorded config to override (e.g. {"batch_size": 256})."""
+    keys of the recorded config to override (e.g. {"batch_size": 256}); exact: the last
+    epoch's test error is final_err itself (no noise), for verdicts computed by hand."""
     rel = os.path.join("cells", cell_id(p))
     path = os.path.join(root, rel)
     os.makedirs(path, exist_ok=True)
@@ -234,6 +284,8 @@ def write_cell(
         classes=classes,
         diverge_at=diverge_at,
     )[:running_epochs]
+    if exact and rows:
+        rows[-1]["test_err"] = float(final_err)
     write_json(os.path.join(path, "env.json"), env_json(p, identity, config))
     write_metrics(os.path.join(path, "metrics.csv"), rows)
     if status == "running":
@@ -264,7 +316,7 @@ def _summary(status, rows, config, reason=None, identity="official"):
 
 
 def write_gradcheck(root, p, verdict, max_rel_err):
-    """A gradcheck dir for env p, shaped like densenet/gradcheck.py's record; returns its path
+    """A gradcheck dir for env p, shaped like densenet/gradcheck/stage.py's record; returns its path
     relative to root."""
     rel = os.path.join("gradcheck", env_id(p))
     names = ["stem"] + ["features.%d.conv1" % i for i in range(38)] + ["classifier"]

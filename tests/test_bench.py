@@ -75,7 +75,7 @@ def test_the_benchs_efficient_runner_checkpoints_and_its_fast_runner_does_not():
     # the CPU's peak memory is too coarse to tell them apart at batch 4: the bench's own runners,
     # built from its RUNNERS table, must differ in the one way the comparison is about, the
     # recomputation of every bottleneck in backward.
-    from densenet.bench import RUNNERS, Runner
+    from densenet.bench.runners import RUNNERS, Runner
     from densenet.cli import build_parser
 
     # --out is required by the parser; nothing here writes it.
@@ -108,7 +108,7 @@ def test_bench_data_comparison_ran_both_sides(bench):
 
 @pytest.mark.slow
 def test_a_stopped_bench_keeps_what_it_finished_apart_from_the_result(tmp_path):
-    # A lease's timeout stops a bench with SIGTERM (scripts/gpu_bench.py): the step timing it
+    # A time limit stops a bench with SIGTERM (scripts/gpu_bench.py): the step timing it
     # finished must survive, marked partial, and bench.json must not appear half-made.
     out = tmp_path / "bench.json"
     args = TINY_BENCH[: TINY_BENCH.index("--data-images")]
@@ -140,8 +140,8 @@ def test_a_stopped_bench_keeps_what_it_finished_apart_from_the_result(tmp_path):
 
 
 def test_missing_torchvision_is_recorded_not_invented(monkeypatch):
+    from densenet.bench.data_pipeline import bench_data
     from densenet.data import make_synthetic
-    from densenet.databench import bench_data
 
     monkeypatch.setitem(sys.modules, "torchvision", None)  # import torchvision -> ImportError
     ds = make_synthetic(64, 10)
@@ -326,7 +326,7 @@ def test_probe_args_cover_the_models_and_optimizers_of_the_environment():
 def test_the_feed_section_says_why_it_was_not_measured():
     from argparse import Namespace
 
-    from densenet.bench import feed_section
+    from densenet.bench.benchmark import feed_section
 
     steps = {"step_ms": {"eager": 2.0, "fast": 1.0}}  # no fast-fed runner was built
     assert feed_section(Namespace(feed="off"), steps, 0) == {"reason": "--feed off"}

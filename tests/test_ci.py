@@ -39,6 +39,9 @@ def test_ci_script_is_valid_and_executable():
     assert re.search(r"apt-get install .*\bdocker-registry\b", text)
     assert re.search(r"^containers/cpu-1\.8\.1/build\.sh\b", text, re.M)
     assert "trap stop_dockerd EXIT" in text
+    # The SLURM tests' packages, and their absence a failure (tests/helpers/slurm_cluster.py).
+    assert re.search(r"^apt-get install .*\bslurm-wlm slurmdbd munge mariadb-server\b", text, re.M)
+    assert re.search(r"^export REQUIRE_SLURM=1$", text, re.M)
 
 
 def test_host_environment_matches_constraints():

@@ -1,4 +1,4 @@
-"""Bad input at `python -m densenet` (docs/notes audit of user-facing entry points): bad
+"""Bad input at `python -m densenet` (every user-facing entry point): bad
 arguments are one line naming the argument, exit 2, before any work and with nothing written;
 a refused run leaves its directory as it was; wrong-content data files are named in one line.
 
@@ -16,7 +16,8 @@ import pytest
 import torch
 from conftest import REPO, densenet, read_json, start_densenet, tiny_cell
 
-from densenet import bench, checkpoint, cli, data, train
+from densenet import celldir, checkpoint, cli, data, train
+from densenet.bench import benchmark as bench
 
 sys.path.insert(0, os.path.join(REPO, "workflow", "scripts"))
 
@@ -312,7 +313,7 @@ def test_stale_checkpoint_restart_moves_it_aside_and_starts_afresh(tmp_path):
 
 def test_stale_checkpoint_is_resume_neutral_and_the_workflow_restarts():
     cfg = {"model": "densenet-bc40-k12", "stale_checkpoint": "refuse"}
-    assert train.resume_key(cfg) == train.resume_key(dict(cfg, stale_checkpoint="restart"))
+    assert celldir.resume_key(cfg) == celldir.resume_key(dict(cfg, stale_checkpoint="restart"))
     options = {"train": {"keep_checkpoint": "on", "overlap": "on"}}
     args = commands.train_options(options)
     assert args[args.index("--stale-checkpoint") + 1] == "restart"

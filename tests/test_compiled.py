@@ -16,8 +16,8 @@ import torch
 from conftest import densenet, tiny_cell
 from trainlib import TINY_BENCH, read_metrics
 
-from densenet import compiled, kernels, train
-from densenet.gradcheck import make_batch
+from densenet import celldir, compiled, kernels, outcome, train
+from densenet.gradcheck.batch import make_batch
 from densenet.models import build_model
 
 # Compiled float64 against eager float64: reordered sums only (~1e-15); a wrong kernel, >= 1e-3.
@@ -100,7 +100,7 @@ def test_a_torch_that_cannot_compile_skips_the_cell_with_the_reason(tmp_path, mo
         deterministic="off",
         seed=0,
     )
-    assert train.run(cfg) == train.EXIT_SKIPPED
+    assert train.run(cfg) == outcome.EXIT_SKIPPED
     summary = read_json(tmp_path / "summary.json")
     assert summary["status"] == "skipped"
     assert summary["reason"] == "--compile on: no compiler here"
@@ -108,8 +108,8 @@ def test_a_torch_that_cannot_compile_skips_the_cell_with_the_reason(tmp_path, mo
 
 def test_checkpoints_from_before_compile_existed_still_resume():
     cfg = {"model": "densenet-bc40-k12", "out": "x", "compile": "off"}
-    assert train.resume_key(cfg) == {"model": "densenet-bc40-k12"}  # as written before
-    assert train.resume_key(dict(cfg, compile="on"))["compile"] == "on"
+    assert celldir.resume_key(cfg) == {"model": "densenet-bc40-k12"}  # as written before
+    assert celldir.resume_key(dict(cfg, compile="on"))["compile"] == "on"
 
 
 def test_kernel_census_lists_the_convolutions_and_leaves_training_alone():
@@ -131,7 +131,7 @@ def test_kernel_census_lists_the_convolutions_and_leaves_training_alone():
     assert all(r["self_ms"] > 0 for r in rec["kernels"])
 
 
-# Kernel names from the H200 records (results/bench/gpu-h200-2026-11-27/run3), shortened.
+# Kernel names as an H200 profile names them (torch 2.11, cuDNN 9.19), shortened.
 H200_KERNELS = {
     "void wgrad_alg0_engine<float, 128, 5, 5, 3, 3, 3, false, 512>(int, int)": True,
     "sm80_xmma_dgrad_implicit_gemm_f32f32_f32f32_f32_nchwkcrs_nchw_tilesize32x32x8": True,
@@ -164,8 +164,8 @@ def test_the_census_keeps_convolution_kernels_and_drops_fused_elementwise_ones()
 
 def test_precision_off_leaves_out_the_float64_check_and_says_so(monkeypatch):
     # gpu_bench.py's compile_tf32 stage: float64 never uses TF32, so the compile stage's check
-    # covers it, and the two extra compiles would cost minutes of a lease.
-    from densenet import bench
+    # covers it, and the two extra compiles would cost minutes of GPU time.
+    from densenet.bench import benchmark as bench
 
     def no_check(*args):
         raise AssertionError("grad_precision ran under --precision off")

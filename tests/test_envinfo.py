@@ -48,7 +48,8 @@ def test_image_ref_parsing():
 
 @pytest.mark.parametrize("device", ["auto", "cuda"])
 def test_trainer_skips_a_gpu_its_torch_cannot_run(monkeypatch, device):
-    from densenet.train import Skip, resolve_device
+    from densenet.device import resolve_device
+    from densenet.outcome import Skip
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=0: (9, 0))

@@ -1,4 +1,4 @@
-"""Fault suite, concurrent rendering (issue 7): while a writer process keeps rewriting the
+"""Fault suite, concurrent rendering: while a writer process keeps rewriting the
 metrics.csv and summary.json of four cells, the report reads them in a loop (and renders the
 full page) and never sees a partial file: no `corrupt` state, no exception. The same test
 against a deliberately naive writer (in place, no rename) must catch torn files, which shows

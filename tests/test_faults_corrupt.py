@@ -1,4 +1,4 @@
-"""Fault suite, corrupt files (issue 7): a truncated or bit-flipped checkpoint.pt, a torn or
+"""Fault suite, corrupt files: a truncated or bit-flipped checkpoint.pt, a torn or
 garbage metrics.csv, a truncated summary.json, env.json or failure.json. Each is detected,
 named in one line and never used: a bad checkpoint is quarantined and the cell restarts;
 metrics.csv is rebuilt from the checkpoint on resume; in a finished cell the report shows
@@ -18,7 +18,7 @@ from faultlib import (
     metrics_rows,
     read_json,
     reference_cell,
-    render_report,
+    render_study_report,
     results,
     train_argv,
     trained_cell,
@@ -160,7 +160,7 @@ def test_corrupt_files_of_finished_cells_show_as_corrupt_in_the_report(tmp_path,
     for name, (file, damage, _) in FINISHED_DAMAGE.items():
         damage(str(copy_cell(reference, cells / name) / file))
 
-    res, runs = render_report(cells, tmp_path / "report")
+    res, runs = render_study_report(cells, tmp_path / "report")
     assert res.returncode == 0, res.stderr
     assert runs["intact"]["status"] == "completed" and runs["intact"]["final_test_err"]
     html = (tmp_path / "report" / "report.html").read_text()

@@ -1,4 +1,4 @@
-"""Fault suite, dataset copies (issue 7): a flipped byte in a batch file makes the copy
+"""Fault suite, dataset copies: a flipped byte in a batch file makes the copy
 `unknown` (recorded in env.json and in prepare_data's record) and is refused, in one line,
 wherever the official data is required (`--require-official on`, a study with
 data.require_official such as config/studies/paper.yaml); a missing or truncated batch file

@@ -1,4 +1,4 @@
-"""Fault suite, NaN/inf (issue 7): a cell whose loss stops being finite ends `diverged` (exit
+"""Fault suite, NaN/inf: a cell whose loss stops being finite ends `diverged` (exit
 3 from densenet, a result for the runner: exit 0 and no failure.json), keeps its metrics up to
 that epoch, and the report shows it as diverged with the reason, end to end."""
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 from conftest import REPO
-from faultlib import TINY, read_json, render_report, run
+from faultlib import TINY, read_json, render_study_report, run
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ def test_huge_learning_rate_is_diverged_in_cell_and_report(tmp_path):
     assert summary["status"] == "diverged" and summary["epochs_done"] == 1
     assert summary["reason"].startswith("non-finite loss in epoch 1")
 
-    report, runs = render_report(tmp_path / "results", tmp_path / "report")
+    report, runs = render_study_report(tmp_path / "results", tmp_path / "report")
     assert report.returncode == 0, report.stderr
     row = runs["huge-lr"]
     assert row["status"] == "diverged" and row["reason"] == summary["reason"]

@@ -1,4 +1,4 @@
-"""Fault suite, kill -9 (issue 7): a training job SIGKILLed at 9 deterministic positions, among
+"""Fault suite, kill -9: a training job SIGKILLed at 9 deterministic positions, among
 them half-way through the env.json, checkpoint, metrics.csv and summary.json writes. Rerunning
 the same command resumes and ends exactly as an uninterrupted run (every metrics.csv column but
 the timings, bit for bit on CPU), and the half-written temp file a kill leaves is never read."""

@@ -1,5 +1,5 @@
-"""The one-call GPU scripts, run on the CPU in their dry modes, so that they do not rot between
-the rare sessions lent a GPU (a broken script would cost the whole lease): scripts/gpu_all.sh
+"""The one-call GPU scripts, run on the CPU in their dry modes, so that they keep working between
+the runs on a GPU machine (a broken script would waste a whole bounded GPU run): scripts/gpu_all.sh
 with GPU_BENCH_DRY=1 (gpu_bench.py, gpu_check.sh with DEVICE=cpu and gpu_explore.py), and the
 budgets and selections that let a second, shorter call redo a few runs."""
 
@@ -32,10 +32,10 @@ def test_gpu_all_dry_run_completes_every_stage_and_packs_its_results(tmp_path):
     # the compile stages alone take minutes.
     env = dict(os.environ, GPU_BENCH_DRY="1", OUT=str(out), PYTHON=sys.executable, BENCH_S="1500")
     # A bundle that is not there: the CIFAR-10 build fails and every run falls back to
-    # synthetic data, as it would on a lent machine without Pillow (and 20 s faster here).
+    # synthetic data, as it would on a GPU machine without Pillow (and 20 s faster here).
     res = run_script(["scripts/gpu_all.sh", str(tmp_path / "no-bundle")], env, 1800)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    # The device tool returns at most 8 files from $OUT, none deeper than 2 folders.
+    # The bounded GPU run returns at most 8 files from $OUT, none deeper than 2 folders.
     names = sorted(os.listdir(out))
     assert names == sorted(
         ["gpu.tgz", "bench_table.txt", "check_table.txt", "explore.json", "gpu.txt"]

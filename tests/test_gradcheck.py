@@ -13,9 +13,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from densenet.determinism import check_determinism
-from densenet.grad_compare import Probe
-from densenet.gradcheck import FP32_MAX, TF32_ABSURD, canary_record, decide
+from densenet.gradcheck.determinism import check_determinism
+from densenet.gradcheck.stage import FP32_MAX, TF32_ABSURD, canary_record, decide
+from densenet.gradcheck.whole_model import Probe
 
 SMALL = ["--batch-size", "4", "--steps", "2", "--seed", "0", "--deterministic", "on"]
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from densenet import compiled, overlap, train
+from densenet import celldir, compiled, overlap, recipe
 from densenet.canary import NoncontigGradConv2d
 from densenet.models import DenseNet, build_model
 from densenet.steps import Accumulator, EagerStep, make_step
@@ -129,7 +129,7 @@ def test_training_steps_follow_the_same_trajectory(monkeypatch):
     x, y = batch(8)
     losses = []
     for model, routed_here in ((plain, False), (routed, True)):
-        opt = train.make_optimizer("sgd", model.parameters(), 0.1)  # momentum, weight decay
+        opt = recipe.make_optimizer("sgd", model.parameters(), 0.1)  # momentum, weight decay
         if routed_here:
             overlap.install(model, opt, CPU)
         step = EagerStep(model, opt, Accumulator(CPU), sync=False)
@@ -176,7 +176,7 @@ def test_a_torch_without_step_pre_hooks_gets_no_overlap():
 
 def test_overlap_does_not_change_a_cells_identity():
     cfg = {"model": "densenet-bc40-k12", "out": "x", "overlap": "on"}
-    assert train.resume_key(cfg) == train.resume_key(dict(cfg, overlap="off"))
+    assert celldir.resume_key(cfg) == celldir.resume_key(dict(cfg, overlap="off"))
 
 
 @pytest.mark.slow

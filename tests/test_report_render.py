@@ -58,7 +58,14 @@ def runs_csv(report):
 
 def test_outputs_are_complete_and_no_temp_file_is_left(matrix):
     names = sorted(os.listdir(matrix["out"]))
-    assert names == ["curves.csv", "envs.csv", "layers.csv", "report.html", "runs.csv"]
+    assert names == [
+        "comparisons.csv",
+        "curves.csv",
+        "envs.csv",
+        "layers.csv",
+        "report.html",
+        "runs.csv",
+    ]
     curves = pd.read_csv(os.path.join(matrix["out"], "curves.csv"))
     assert {"cell_id", "epoch", "test_err", "train_loss", "torch_version"} <= set(curves)
 
@@ -339,7 +346,7 @@ def test_a_failed_render_leaves_the_old_report(monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_100_cells_x_300_epochs_render_in_under_30_s(tmp_path):
-    """Issue 6 target for the harness: the report of a paper-sized study in < 30 s."""
+    """The report of a paper-sized study renders in < 30 s."""
     root = str(tmp_path / "largestudy")
     manifest = fx.build_large_study(root)
     start = time.perf_counter()
@@ -380,8 +387,9 @@ def test_predicted_cost_is_compared_when_present(smoke, tmp_path):
     assert "no prediction" in smoke["html"]  # and without the file, the page says so
 
 
-# summary.json conv_kernels of an H200 cell (run3/work/train_on), cut, and a TF32 kernel of
-# the session-4 profile (run1/bench/bench_tf32.json) in place of the fprop one.
+# summary.json conv_kernels of an H200 cell (torch 2.11, cuDNN 9.19), cut, and a TF32 kernel
+# of an H200 TF32 profile (results/bench/gpu-h200-2026-11-27/run1/bench/bench_tf32.json) in
+# place of the fprop one.
 H200_CONV_KERNELS = {
     "what": "convolution/GEMM kernels of one forward+backward at batch 64, by self device time",
     "kernels": [

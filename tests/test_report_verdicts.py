@@ -14,7 +14,7 @@ import report_fixtures as fx
 from report_html import Page
 from scipy import stats
 
-from densenet import gradcheck
+from densenet.gradcheck import stage as gradcheck  # the stage's thresholds
 from report import aggregate, references, render, sections, study
 from report.cli import main as report_main
 from report.labels import add_labels
@@ -100,18 +100,23 @@ def test_a_diverged_seed_is_shown_and_makes_the_group_not_reproduced(seeds_study
     texts = comparison_rows(seeds_study)["densenet40-k12 \u00b7 C10"]
     assert "2 of 3 seeds (1 diverged)" in texts
     verdicts = texts[6::4]  # variant, seeds, ours, then source, published, delta, verdict
-    assert len(verdicts) == 3  # the paper and the two chainer rows
+    assert len(verdicts) == 1  # recipe lua: the paper's row only
     assert all(t.startswith("not reproduced: 1 of 3 seeds diverged;") for t in verdicts)
     assert "completed seeds: reproduced: within" in verdicts[0]  # what the 2 seeds alone say
-    assert "3 not reproduced (diverged seeds)" in header(seeds_study, "published comparison")
+    assert "paper: 1 not reproduced (diverged seeds)" in header(seeds_study, "published comparison")
 
 
 def test_unfinished_seeds_make_the_verdict_provisional(seeds_study):
     texts = comparison_rows(seeds_study)["densenet-bc100-k12 \u00b7 C10+"]
     assert "2 of 5 seeds (3 running)" in texts
     verdicts = texts[6::4]  # variant, seeds, ours, then source, published, delta, verdict
-    assert len(verdicts) == 4 and all(t.endswith("(provisional: 3 running)") for t in verdicts)
-    assert "1 group(s) provisional" in header(seeds_study, "published comparison")
+    assert len(verdicts) == 1
+    assert verdicts[0].startswith("provisional: ")
+    assert verdicts[0].endswith("(seeds unfinished: 3 running)")
+    counts = header(seeds_study, "published comparison")
+    assert "1 group(s) provisional" in counts
+    # counted apart from the final verdicts: the paper's only final row is the diverged group
+    assert counts.startswith("paper: 1 not reproduced (diverged seeds) (+ provisional, seeds ")
 
 
 def test_a_group_without_completed_seeds_is_listed_with_its_reason(seeds_study):
@@ -126,10 +131,13 @@ def test_a_group_without_completed_seeds_is_listed_with_its_reason(seeds_study):
 def test_seed_states_verdict_overrules_and_qualifies():
     ok = references.verdict([7.0, 7.1, 6.95], 7.0)
     assert ok["class"] == "pass"
-    out = sections.seed_states_verdict(ok, diverged=1, expected=4, pending="")
+    out = sections.seed_states_verdict(ok, diverged=1, expected=4, pending="1 running")
     assert out["class"] == "fail" and out["text"].startswith("not reproduced: 1 of 4 seeds")
+    assert out["name"] == "not-reproduced" and not out["provisional"]  # no seed can undo it
     out = sections.seed_states_verdict(ok, diverged=0, expected=5, pending="2 running")
-    assert out["class"] == "pass" and out["text"].endswith("(provisional: 2 running)")
+    assert out["class"] == "pass" and out["name"] == "reproduced" and out["provisional"]
+    assert out["text"].startswith("provisional: reproduced")
+    assert out["text"].endswith("(seeds unfinished: 2 running)")
 
 
 # --- finding 2: the paper's recipe ------------------------------------------------------------
@@ -212,7 +220,9 @@ def test_differs_tests_the_published_run_as_one_more_draw():
     assert stats.ttest_1samp(errors, 7.1).pvalue < 0.001  # the old test: "differs"
     assert result["class"] != "fail" and result["p_different"] > 0.05
     far = references.verdict([8.0, 8.05, 7.95], 7.0)
-    assert far["class"] == "fail" and far["text"].startswith("differs: +1.00 points")
+    assert far["class"] == "fail" and far["text"].startswith(
+        "differs: published run outside our seeds' 95% prediction interval (delta +1.00 points"
+    )
     n, mean, sd = 3, 8.0, 0.05
     t = (mean - 7.0) / (sd * math.sqrt(1 + 1.0 / n))
     assert far["p_different"] == pytest.approx(2 * stats.t.sf(t, n - 1))
@@ -237,7 +247,7 @@ def test_a_differing_group_renders_differs(tmp_path):
         fx.write_cell(root, p, final_err=8.3 + 0.05 * s)
     report = render_study(root, cells, [cells[0]])
     texts = comparison_rows(report)["densenet40-k12 \u00b7 C10"]
-    assert any(t.startswith("differs: +1.") and "prediction t-test" in t for t in texts)
+    assert any(t.startswith("differs: published run outside") and "(delta +1." in t for t in texts)
     assert "one more run" in section_text(report, "comparison")
 
 
@@ -252,20 +262,24 @@ def panels_of(root, cells, **kw):
     return render.curve_panels(runs, curves, {v: (0, 0, 0) for v in runs["variant"].unique()})
 
 
-def test_chainer_curves_only_beside_paper_protocol_official_cells(tmp_path):
-    (paper,) = panels_of(str(tmp_path / "a"), [fx.params(seed=0)], final_err=7.0)
+def test_chainer_curves_only_beside_chainer_recipe_paper_protocol_official_cells(tmp_path):
+    chainer = fx.recipe_config("chainer")
+    (paper,) = panels_of(str(tmp_path / "a"), [fx.params(seed=0)], final_err=7.0, config=chainer)
     assert paper["chainer"] and paper["chainer_note"] is None
     smoke = fx.params(protocol="smoke", device="cpu", torch="local")
-    (short,) = panels_of(str(tmp_path / "b"), [smoke], final_err=60.0)
+    (short,) = panels_of(str(tmp_path / "b"), [smoke], final_err=60.0, config=chainer)
     assert not short["chainer"] and "protocol smoke (3 epochs)" in short["chainer_note"]
     (jpeg,) = panels_of(str(tmp_path / "c"), [fx.params()], identity="cifar10-jpeg75")
     assert not jpeg["chainer"] and "cifar10-jpeg75 data" in jpeg["chainer_note"]
+    # The curves are the chainer recipe's reference: a lua cell (recorded or not) gets none.
+    (lua,) = panels_of(str(tmp_path / "d"), [fx.params()], final_err=7.0)
+    assert not lua["chainer"] and "paper protocol with recipe lua" in lua["chainer_note"]
 
 
 def test_no_chainer_caption_says_why(tmp_path):
     root = str(tmp_path / "smoke40study")
     p = fx.params(protocol="smoke", device="cpu", torch="local")
-    fx.write_cell(root, p, final_err=60.0)
+    fx.write_cell(root, p, final_err=60.0, config=fx.recipe_config("chainer"))
     curves = section_text(render_study(root, [p]), "curves")
     assert "no chainer reference overlaid (our cells: protocol smoke (3 epochs)" in curves
     assert "chainer reference overlaid (digitized" not in curves
@@ -299,9 +313,9 @@ def test_a_failed_gradient_stage_is_marked_in_the_comparison(tmp_path):
     marks = [
         c for c in report["page"].table("comparison-table") if "gradient stage: fail" in c["text"]
     ]
-    assert len(marks) == 3  # every reference row of the block (paper and two chainer rows)
+    assert len(marks) == 1  # beside the verdict of the paper's row
     passed = render_study(root, cells, [cells[0]])  # the same cells, their stage passed
-    assert len(comparison_rows(passed)["densenet40-k12 \u00b7 C10"][6::4]) == 3  # still compared
+    assert len(comparison_rows(passed)["densenet40-k12 \u00b7 C10"][6::4]) == 1  # still compared
     assert "gradient stage: fail" not in passed["html"]
 
 
@@ -372,25 +386,23 @@ def test_group_labels_name_non_official_data_for_every_seed(tmp_path):
 
 def test_the_gradient_rule_is_stated_in_full(tmp_path):
     text = section_text(render_study(str(tmp_path / "empty"), [], []), "gradients")
-    rule = text.split("Verdict (densenet/gradcheck.py):")[1].split("No gradient-stage")[0]
+    rule = text.split("Verdict (densenet/gradcheck/stage.py):")[1].split("No gradient-stage")[0]
     numbers = {float(x) for x in re.findall(r"\d+(?:\.\d+)?(?:e-?\d+)?", rule)}
     assert {gradcheck.FP32_MAX, gradcheck.TF32_ABSURD} <= numbers
     assert "non-finite gradient" in rule and "dense-layer gradcheck" in rule
     assert "reduced-precision" in rule and "Determinism is recorded, never part" in rule
 
 
-def test_an_implementation_variant_is_compared_with_the_third_party_rows_only():
-    # --augment-order bamos / --bias on reproduce other implementations (README): such a
-    # group is no paper comparison, but bamos's own number is still its reference.
+def test_an_implementation_variant_without_a_recipe_is_no_comparison():
+    # A cell that recorded no recipe is taken as lua: an implementation variant of it
+    # (--augment-order bamos, --bias on) ran no reference's recipe, so nothing compares it.
     variant = paper_runs(augment="on", dropout=0.0, augment_order="bamos")
-    assert references.not_comparable(variant) is None
+    assert references.not_comparable(variant) == (
+        "recipe not recorded (taken as lua): augment_order bamos, the paper uses official"
+    )
+    assert "bias on, the paper uses off" in references.not_comparable(paper_runs(bias="on"))
+    # The paper's values keep the paper's rows, and only those.
     refs = references.references_for(references.published(), "densenet-bc100-k12", "cifar10", "on")
-    rows, why = references.rows_for(refs, variant)
-    assert "paper" in set(refs["source"]) and "paper" not in set(rows["source"])
-    assert len(rows) == len(refs) - 1 and "augment_order bamos" in why
-    # The paper's recipe keeps every row.
     plain = paper_runs(augment="on", dropout=0.0)
-    rows, why = references.rows_for(refs, plain)
-    assert why is None and rows.equals(refs)
-    # --bias on too, and the page names the variant where no third-party row is left.
-    assert "bias on, the paper uses off" in references.rows_for(refs, paper_runs(bias="on"))[1]
+    assert references.not_comparable(plain) is None
+    assert set(references.rows_for(refs, plain)["source"]) == {"paper"}

@@ -7,8 +7,8 @@ import torch.nn as nn
 from conftest import bottleneck_runs
 
 from densenet.models import build_model
+from densenet.recipe import make_optimizer
 from densenet.steps import Accumulator, EagerStep, GraphStep, make_step, train_step
-from densenet.train import make_optimizer
 
 
 class FakeGraph(object):

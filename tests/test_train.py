@@ -7,7 +7,7 @@ import pytest
 from conftest import densenet, read_json
 from trainlib import TINY, kill9_in_epoch_2_then_resume, read_metrics
 
-from densenet.train import lr_at
+from densenet.recipe import lr_at
 
 
 def test_paper_lr_schedule():

@@ -8,7 +8,7 @@ import time
 
 from conftest import densenet, start_densenet, tiny_cell
 
-from densenet.train import TIMING_COLUMNS
+from densenet.celldir import TIMING_COLUMNS
 
 TINY = tiny_cell(600, 200)
 

@@ -1,0 +1,1 @@
+"""Modules shared by several test files (import them as `helpers.<name>`)."""
