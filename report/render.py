@@ -119,6 +119,7 @@ def build_context(
         "alpha": references.ALPHA,
         "curves": curve_panels(runs, curves, figures.palette(sorted(runs["variant"].unique()))),
         "deltas": {axis: sections.axis_deltas(runs, axis) for axis in ("cudnn", "tf32")},
+        "version_deltas": sections.version_deltas(runs),
         "recipe_deltas": sections.recipe_deltas(runs),
         "verdict_names": list(references.VERDICTS),
         "grad_envs": grad_envs(tables.envs, runs, out_dir),

@@ -282,6 +282,18 @@ def comparison_table(comparison: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
+def version_deltas(runs: pd.DataFrame) -> list[dict[str, Any]]:
+    """The torch axis as pairs: each version against the first (in sorted order), every other
+    parameter equal (same seed); [{"base", "other", "pairs", "summary"}], delta =
+    error(other) - error(base). Empty when the study has one torch version."""
+    versions = sorted({str(v) for v in clean(runs)["torch"].dropna()})
+    out = []
+    for other in versions[1:]:
+        d = paired_deltas(runs, "torch", versions[0], other)
+        out.append(dict(d, base=versions[0], other=other))
+    return out
+
+
 def axis_deltas(runs: pd.DataFrame, axis: str) -> dict[str, list[dict[str, Any]]]:
     """Completed cells paired across one on/off axis, all other params equal (same seed).
 

@@ -34,6 +34,10 @@ def test_ci_script_is_valid_and_executable():
     assert re.search(r"^export REQUIRE_DOCKER=1\b", text, re.M)
     assert re.search(r"^scripts/oldest_torch.sh$", text, re.M)
     assert "REQUIRE_OLDEST_TORCH=1" in text
+    # The pinning tests need a registry, the version study both offline images.
+    assert "REQUIRE_REGISTRY=1" in text and "REQUIRE_VERSIONS=1" in text
+    assert re.search(r"apt-get install .*\bdocker-registry\b", text)
+    assert re.search(r"^containers/cpu-1\.8\.1/build\.sh\b", text, re.M)
     assert "trap stop_dockerd EXIT" in text
     # The SLURM tests' packages, and their absence a failure (tests/helpers/slurm_cluster.py).
     assert re.search(r"^apt-get install .*\bslurm-wlm slurmdbd munge mariadb-server\b", text, re.M)

@@ -6,6 +6,7 @@ import importlib
 import os
 import shutil
 import signal
+import time
 
 import pytest
 from conftest import read_json
@@ -76,7 +77,7 @@ def test_training_error_in_container_fails_the_job(client, cpu_image, cell):
 def test_oom_killed_container_is_named_as_such(client, cpu_image, cell):
     # 32 MiB cannot even import torch: the kernel kills the job inside its cgroup. (Near 64 MiB
     # the job thrashes on page cache for a minute before the kill.)
-    code, out = run_cell(cell, ["train"] + TINY, env={"DENSENET_DOCKER_MEMORY": "32m"})
+    code, out = run_cell(cell, ["train"] + TINY, extra=["--mem-mb", "32"])
     assert code != 0, out
     record = failure(cell)
     assert record["exit_code"] == 137
@@ -93,6 +94,10 @@ def test_oom_kill_is_an_error_with_exit_code_137(client, cpu_image, cell):
     assert caught.value.exit_code == 137
     assert "OOM-killed" in str(caught.value)
     assert containers_of(client, cell) == []
+
+
+# GPUs reach docker by UUID (workflow/scripts/gpu_slots.py): the slot and the device agree.
+GPU_UUID = "GPU-00000000-0000-0000-0000-000000000000"
 
 
 def lock_file(cell, text):
@@ -168,7 +173,24 @@ def test_gpu_job_on_a_host_without_gpu_runtime_fails_with_the_reason(client, cpu
     if shutil.which("nvidia-container-runtime-hook") or "nvidia" in client.info()["Runtimes"]:
         pytest.skip("this host has the NVIDIA Container Toolkit")
     with pytest.raises(docker_runner.RunnerError) as caught:
-        docker_runner.run(image, argv, cell, None, REPO, 0, print)
+        docker_runner.run(image, argv, cell, None, REPO, GPU_UUID, print)
     assert "NVIDIA Container Toolkit" in str(caught.value)
     assert caught.value.exit_code == 125
     assert containers_of(client, cell) == []
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_sigkilled_runner_leaves_no_container_running(client, cpu_image, cell):
+    # SIGKILL cannot be caught: the watcher started beside the container removes it once the
+    # runner's end of their pipe closes.
+    args = ["train"] + TINY[: TINY.index("--epochs")] + ["--epochs", "20", "--device", "cpu"]
+    proc = start_cell(cell, args)
+    container = wait_for_container(client, cell, lambda: proc.poll() is not None)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    deadline = time.time() + 30
+    while containers_of(client, cell) and time.time() < deadline:
+        time.sleep(0.5)
+    assert containers_of(client, cell) == [], container.name

@@ -1,6 +1,7 @@
 """containers/images.lock.yaml and the runner's image resolution, without a daemon: the real
-lock file's keys, digest write-back (comments kept, atomic, concurrent jobs), strict mode.
-The registry side is a stand-in client: no registry is reachable where these tests run."""
+lock file's keys, digest writes (comments kept, atomic, concurrent pins), strict mode, and that
+a run only reads the lock. The registry side is a stand-in client here; tests/test_registry.py
+runs the same paths against a real registry."""
 
 import importlib
 import multiprocessing
@@ -99,11 +100,24 @@ class FakeImage(object):
         self.attrs = {"RepoDigests": repo_digests}
 
 
-class FakeImages(object):
-    """The images API of a host without the image, whose pull yields `pulled`."""
+class FakeRegistryData(object):
+    def __init__(self, digest):
+        self.id = digest
 
-    def __init__(self, pulled):
-        self.pulled, self.pulls = pulled, []
+
+class FakeImages(object):
+    """The images API of a host without the image, whose pull yields `pulled` and whose
+    registry says the tag points to `current`."""
+
+    def __init__(self, pulled, current=None):
+        self.pulled, self.pulls, self.current = pulled, [], current
+
+    def get_registry_data(self, ref):
+        import docker
+
+        if self.current is None:
+            raise docker.errors.APIError("registry unreachable")
+        return FakeRegistryData(self.current)
 
     def get(self, ref):
         import docker
@@ -116,23 +130,38 @@ class FakeImages(object):
 
 
 class FakeClient(object):
-    def __init__(self, pulled=None):
-        self.images = FakeImages(pulled)
+    def __init__(self, pulled=None, current=None):
+        self.images = FakeImages(pulled, current)
 
 
 def entry(lock, key, strict=False):
     return dict(image_lock.read_entry(lock, key), lock=lock, strict=strict)
 
 
-def test_first_pull_pins_the_digest_in_the_lock(lock):
-    client = FakeClient(FakeImage("sha256:" + "c" * 64, ["pytorch/pytorch@" + DIGEST_A]))
+def read_only(path):
+    """The lock made unwritable for the process (root ignores modes: patch the writers)."""
+    os.chmod(path, 0o444)
+    os.chmod(os.path.dirname(path), 0o555)
+
+
+def test_unpinned_image_runs_by_the_current_digest_and_the_lock_is_only_read(lock, monkeypatch):
+    before = open(lock).read()
+    read_only(lock)
+
+    def no_write(*args, **kwargs):
+        raise AssertionError("a run wrote the lock")
+
+    monkeypatch.setattr(image_lock, "write_digests", no_write)
+    monkeypatch.setattr(image_lock.atomic, "write_text", no_write)
+    client = FakeClient(FakeImage("sha256:" + "c" * 64, []), current=DIGEST_A)
     lines = []
     run_ref, record = docker_runner.resolve_image(client, entry(lock, "2.5.1"), lines.append)
-    assert client.images.pulls == [TAG]
+    assert client.images.pulls == ["pytorch/pytorch@" + DIGEST_A]  # by digest, never by tag
     assert run_ref == "sha256:" + "c" * 64  # runs by ID: what was resolved is what runs
     assert record == "%s@%s" % (TAG, DIGEST_A)
-    assert image_lock.read_entry(lock, "2.5.1")["digest"] == DIGEST_A
-    assert any("pinned torch 2.5.1" in line for line in lines)
+    assert open(lock).read() == before
+    assert any("not pinned" in line and "pin_images.py 2.5.1" in line for line in lines)
+    os.chmod(os.path.dirname(lock), 0o755)
 
 
 def test_pinned_image_is_pulled_by_digest_not_tag(lock):
@@ -151,11 +180,42 @@ def test_strict_mode_refuses_before_pulling(lock):
     assert "\n" not in str(caught.value)
 
 
+class LocalOnlyImages(FakeImages):
+    """A host that has the tag (loaded, never pulled) and no answering registry."""
+
+    def get(self, ref):
+        return self.pulled
+
+
 def test_image_without_registry_digest_is_recorded_by_id_and_not_pinned(lock):
-    client = FakeClient(FakeImage("sha256:" + "d" * 64, []))
+    client = FakeClient()
+    client.images = LocalOnlyImages(FakeImage("sha256:" + "d" * 64, []))
     _, record = docker_runner.resolve_image(client, entry(lock, "2.5.1"), print)
     assert record == "%s@sha256:%s" % (TAG, "d" * 64)
     assert image_lock.read_entry(lock, "2.5.1")["digest"] is None
+
+
+def test_unpinned_image_without_registry_or_local_copy_fails_in_one_line(lock):
+    with pytest.raises(docker_runner.RunnerError, match="registry did not answer") as caught:
+        docker_runner.resolve_image(FakeClient(), entry(lock, "2.5.1"), print)
+    assert "\n" not in str(caught.value)
+
+
+def test_write_digests_writes_once_or_not_at_all(lock):
+    before = open(lock).read()
+    with pytest.raises(image_lock.LockError, match="not a sha256"):
+        image_lock.write_digests(lock, {"2.5.1": DIGEST_A, "2.3.1": "sha256:short"})
+    with pytest.raises(image_lock.LockError, match="no entry 'nope'"):
+        image_lock.write_digests(lock, {"2.5.1": DIGEST_A, "nope": DIGEST_B})
+    assert open(lock).read() == before
+    assert image_lock.write_digests(lock, {"2.5.1": DIGEST_A, "2.3.1": DIGEST_B}) == [
+        "2.3.1",
+        "2.5.1",
+    ]
+    with pytest.raises(image_lock.LockError, match="already pins 2.5.1"):
+        image_lock.write_digests(lock, {"2.5.1": DIGEST_B})
+    assert image_lock.write_digests(lock, {"2.5.1": DIGEST_B}, replace=True) == ["2.5.1"]
+    assert image_lock.read_entry(lock, "2.5.1")["digest"] == DIGEST_B
 
 
 @pytest.mark.parametrize(

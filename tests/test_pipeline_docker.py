@@ -56,10 +56,13 @@ def test_study_trains_in_the_pinned_image(image, tmp_path):
     assert "epoch 1/1" in log  # the container's progress line, streamed into the job's log
 
 
-def test_failing_container_fails_its_job_with_the_log_kept(image, tmp_path, monkeypatch):
+def test_failing_container_fails_its_job_with_the_log_kept(image, tmp_path):
     work = checkout(tmp_path / "repo")
-    monkeypatch.setenv("DENSENET_DOCKER_MEMORY", "32m")  # every container is OOM-killed
-    res = snakemake(work, "--cores", "all", "--keep-going", "--config", *DOCKER_STUDY)
+    # 32 MB as the rules' declared memory: every container is OOM-killed at that limit.
+    small = ["%s:mem_mb=32" % rule for rule in ("check_gradients", "train_cell")]
+    res = snakemake(
+        work, "--cores", "all", "--keep-going", "--set-resources", *small, "--config", *DOCKER_STUDY
+    )
     assert res.returncode != 0
     manifest = read_json(os.path.join(work, "results/default/manifest.json"))
     env_dir = os.path.join(work, only(manifest["envs"])["dir"])

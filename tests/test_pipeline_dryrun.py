@@ -1,5 +1,6 @@
 """The workflow as Snakemake sees it, without training: the paper study's full matrix in a dry
-run under 5 s, the profiles' dry runs, the loud synthetic fallback, each job's command in a dry
+run under 5 s (with a pinned lock: strict studies refuse unpinned images), the profiles' dry
+runs, the loud synthetic fallback, each job's command in a dry
 run, `snakemake --lint` down to the explained lints and snakefmt clean."""
 
 import json
@@ -10,12 +11,34 @@ import subprocess
 import sys
 import time
 
+import pytest
 import yaml
 from conftest import REPO
 from helpers import pipeline_helpers
 from helpers.pipeline_helpers import job_counts
 
 SCHEMA = os.path.join(REPO, "workflow", "schemas", "config.schema.yaml")
+sys.path.insert(0, os.path.join(REPO, "workflow", "scripts"))
+import image_lock  # noqa: E402
+
+
+@pytest.fixture
+def pinned(tmp_path):
+    """--config of a copy of the lock with every registry image pinned. The digests are
+    stand-ins: a dry run pulls nothing (tests/test_registry.py pins real ones)."""
+    path = str(tmp_path / "images.lock.yaml")
+    with open(os.path.join(REPO, "containers", "images.lock.yaml")) as f:
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(text)
+    images = image_lock.read_images(path)
+    stand_ins = {
+        key: "sha256:%064x" % (i + 1)
+        for i, key in enumerate(sorted(images))
+        if not images[key].get("build")
+    }
+    image_lock.write_digests(path, stand_ins)
+    return ["--config", 'containers={"lock": "%s", "strict_digests": true}' % path]
 
 
 def snakemake(*args):
@@ -26,10 +49,22 @@ def cells_listed(output):
     return set(re.findall(r"wildcards: study=\w+, cell=(\S+)", output))
 
 
-def test_paper_dry_run_lists_every_cell_fast():
+def test_strict_study_refuses_an_unpinned_image_in_one_line():
+    res = snakemake("-n", "--configfile", "config/studies/paper.yaml")
+    assert res.returncode != 0
+    lines = [line for line in res.stderr.splitlines() if "config error" in line]
+    assert lines == [
+        "config error: axes.torch: '2.0.1' (pytorch/pytorch:2.0.1-cuda11.8-cudnn8-runtime) has "
+        "no digest in containers/images.lock.yaml and containers.strict_digests is true; "
+        "pin it: python workflow/scripts/pin_images.py 2.0.1"
+    ]
+    assert "Traceback" not in res.stderr
+
+
+def test_paper_dry_run_lists_every_cell_fast(pinned):
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    res = snakemake("-n", "--configfile", "config/studies/paper.yaml")
+    res = snakemake("-n", "--configfile", "config/studies/paper.yaml", *pinned)
     elapsed = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -64,9 +99,14 @@ def read_profile(name):
         return yaml.safe_load(f)
 
 
-def test_slurm_profile_dry_run():
+def test_slurm_profile_dry_run(pinned):
     res = snakemake(
-        "-n", "--profile", "workflow/profiles/slurm", "--configfile", "config/studies/paper.yaml"
+        "-n",
+        "--profile",
+        "workflow/profiles/slurm",
+        "--configfile",
+        "config/studies/paper.yaml",
+        *pinned,
     )
     assert res.returncode == 0, res.stderr
     assert job_counts(res.stdout)["train_cell"] == 96
@@ -75,9 +115,14 @@ def test_slurm_profile_dry_run():
     assert "gpu=1" in train and "runtime=2880" in train and "slurm_partition=gpu" in train
 
 
-def test_gpu_host_profile_dry_run():
+def test_gpu_host_profile_dry_run(pinned):
     res = snakemake(
-        "-n", "--profile", "workflow/profiles/gpu-host", "--configfile", "config/studies/short.yaml"
+        "-n",
+        "--profile",
+        "workflow/profiles/gpu-host",
+        "--configfile",
+        "config/studies/short.yaml",
+        *pinned,
     )
     assert res.returncode == 0, res.stderr
     assert job_counts(res.stdout)["train_cell"] == 96

@@ -27,6 +27,8 @@ import study  # noqa: E402
 # Jobs call the harness through the interpreter that runs Snakemake, so the venv's python is
 # used even when the venv is not activated.
 PYTHON = sys.executable
+# Default memory of a job, in MB (rule resource mem_mb; the docker runner's container limit).
+JOB_MEM_MB = 16000
 RUN_CELL = os.path.join(SCRIPTS, "run_cell.py")
 PREPARE_DATA = os.path.join(SCRIPTS, "prepare_data.py")
 PUBLISH_REPORT = os.path.join(SCRIPTS, "publish_report.py")
@@ -52,7 +54,9 @@ def load_study():
     cfg = study.validate(merged, schema)
     if cfg["runner"] == "docker":
         lock = cfg["containers"]["lock"]
-        study.check_torch_keys(cfg, lock_images(lock), lock)
+        images = lock_images(lock)
+        study.check_torch_keys(cfg, images, lock)
+        study.check_digests(cfg, images, lock)
     actions, effective, fallback = data_plan.plan(cfg["data"], cfg["axes"]["dataset"])
     cells, envs = study.build_matrix(cfg, effective)
     return cfg, actions, cells, envs, fallback
@@ -144,6 +148,13 @@ def get_threads():
     """CPU threads per job: train.threads, or all cores given (0), so on a CPU machine one
     job at a time uses the whole machine instead of several jobs fighting over it."""
     return CFG["train"]["threads"] or workflow.cores or 1
+
+
+def get_mem_mb(wildcards):
+    """Memory of a training, gradient or probe job, in MB: a scheduling resource (capped by
+    --resources mem_mb=N) and, with the docker runner, the container's memory limit; one
+    job kind's own: --set-resources train_cell:mem_mb=N."""
+    return JOB_MEM_MB
 
 
 def get_gpu_count(wildcards):

@@ -17,10 +17,12 @@ rule probe_cost:
     resources:
         gpu=get_gpu_count,
         runner=get_probe_runner,
+        mem_mb=get_mem_mb,
     params:
         probe=get_probe_args,
     shell:
-        "{PYTHON} {RUN_CELL} {resources.runner} -- bench --probe {params.probe} > {log} 2>&1"
+        "{PYTHON} {RUN_CELL} {resources.runner} --mem-mb {resources.mem_mb}"
+        " -- bench --probe {params.probe} > {log} 2>&1"
 
 
 # Predict every cell's time from the probes and the manifest.

@@ -11,7 +11,9 @@ rule check_gradients:
     resources:
         gpu=get_gpu_count,
         runner=get_env_runner,
+        mem_mb=get_mem_mb,
     params:
         gradcheck=get_gradcheck_args,
     shell:
-        "{PYTHON} {RUN_CELL} {resources.runner} -- gradcheck {params.gradcheck} > {log} 2>&1"
+        "{PYTHON} {RUN_CELL} {resources.runner} --mem-mb {resources.mem_mb}"
+        " -- gradcheck {params.gradcheck} > {log} 2>&1"

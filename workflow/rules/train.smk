@@ -14,8 +14,9 @@ rule train_cell:
     resources:
         gpu=get_gpu_count,
         runner=get_cell_runner,
+        mem_mb=get_mem_mb,
     params:
         train=get_train_args,
     shell:
-        "{PYTHON} {RUN_CELL} {resources.runner} -- train {params.train} {TRAIN_OPTIONS}"
+        "{PYTHON} {RUN_CELL} {resources.runner} --mem-mb {resources.mem_mb} -- train {params.train} {TRAIN_OPTIONS}"
         " > {log} 2>&1 || rc=$?; {RENDER_PROGRESS} >> {log} 2>&1; exit ${{rc:-0}}"

@@ -17,6 +17,7 @@ the GPU, after writing the skipped result. Raises RunnerError (one line, with an
 when the job cannot run or is killed from outside: daemon down, image missing or unpinned in
 strict mode, OOM kill, daemon lost. On SIGINT/SIGTERM the container is removed and the signal
 is delivered again to this process, so the caller ends as it would have without the runner.
+When this process is SIGKILLed, a watcher started beside the container removes it.
 
 The container runs as the caller's uid:gid, without network, capabilities, privilege
 escalation or the docker socket. HOME is /tmp: an arbitrary uid has no home in the image.
@@ -28,11 +29,13 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import uuid
 
 import docker
-import image_lock
+import gpu_slots
 from commands import subcommand, with_image_ref
 from docker.types import DeviceRequest, Mount
 from job_signals import Interrupted, catch_signals, restore_signals
@@ -46,7 +49,9 @@ EXIT_SIGKILL = 137
 RESULT_FILES = {"train": "summary.json", "gradcheck": "gradcheck.json"}
 # Variables of the calling process handed into the container (run_cell.py sets them).
 PASSED_ENV = ("DENSENET_GIT_SHA", "DENSENET_HOST", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-MEMORY_ENV = "DENSENET_DOCKER_MEMORY"  # e.g. "16g": memory limit of each container
+# Processes and threads of one container: torch's thread pools and data workers need a few
+# hundred; a fork bomb in a job must not exhaust the host's.
+PIDS_LIMIT = 4096
 
 
 class RunnerError(Exception):
@@ -99,13 +104,45 @@ def get_or_pull(client, ref, log):
         ) from exc
 
 
-def resolve_image(client, image, log):
-    """(what to run, what to record): the pinned image, pulled if needed.
+PIN_COMMAND = "workflow/scripts/pin_images.py"  # the one writer of the lock's digests
 
-    Registry images run by digest (repo@sha256:...), so a moved tag cannot change what runs;
-    a missing digest is taken from the first pull and written back to the lock file, unless
-    strict. Locally built images (`build:` in the lock) have no registry digest: they run and
-    are recorded by their image ID.
+
+def current_digest(client, tag, log):
+    """The registry digest `tag` points to now: the registry's answer, else (registry out of
+    reach) the one the local copy was pulled with; None when the image has none (loaded or
+    built under that name)."""
+    try:
+        return client.images.get_registry_data(tag).id
+    except Exception as exc:  # APIError, requests' errors: the registry did not answer
+        why = first_line(exc)
+    try:
+        found = client.images.get(tag)
+    except docker.errors.DockerException:
+        raise RunnerError(
+            "image %s is not pinned, not on this host, and its registry did not answer: %s"
+            % (tag, why)
+        ) from None
+    repo = repository(tag)
+    digests = [
+        d.split("@", 1)[1]
+        for d in found.attrs.get("RepoDigests") or []
+        if d.split("@", 1)[0] == repo
+    ]
+    log(
+        "docker_runner: warning: registry of %s did not answer (%s); using the local copy"
+        % (tag, why)
+    )
+    return digests[0] if digests else None
+
+
+def resolve_image(client, image, log):
+    """(what to run, what to record): the pinned image, pulled by digest if needed.
+
+    Registry images run by digest (repo@sha256:...), so a moved tag cannot change what runs.
+    The lock is only read: digests are written by the pin command (PIN_COMMAND). Without a
+    digest, strict mode refuses; otherwise the digest the tag points to now runs, with a
+    warning. Locally built images (`build:` in the lock) have no registry digest: they run
+    and are recorded by their image ID.
     """
     tag, digest, key = image["tag"], image.get("digest"), image.get("key")
     if image.get("build"):
@@ -117,27 +154,24 @@ def resolve_image(client, image, log):
             ) from None
         return found.id, "%s@%s" % (tag, found.id)
     repo = repository(tag)
-    if digest:
-        found = get_or_pull(client, "%s@%s" % (repo, digest), log)
-        return found.id, "%s@%s" % (tag, digest)
-    if image.get("strict"):
-        raise RunnerError(
-            "torch %s (%s) has no digest in %s; strict mode refuses unpinned "
-            "images (run once without --strict-digests to pin it)" % (key, tag, image.get("lock"))
+    if not digest:
+        if image.get("strict"):
+            raise RunnerError(
+                "torch %s (%s) has no digest in %s; strict mode refuses unpinned images "
+                "(pin it: %s %s)" % (key, tag, image.get("lock"), PIN_COMMAND, key)
+            )
+        digest = current_digest(client, tag, log)
+        if digest is None:
+            found = client.images.get(tag)
+            log("docker_runner: warning: %s has no registry digest; recording its image ID" % tag)
+            return found.id, "%s@%s" % (tag, found.id)
+        log(
+            "docker_runner: warning: torch %s is not pinned in %s; running %s@%s, what the "
+            "tag points to now (pin it: %s %s)"
+            % (key, image.get("lock"), repo, digest, PIN_COMMAND, key)
         )
-    found = get_or_pull(client, tag, log)
-    digests = [
-        d.split("@", 1)[1]
-        for d in found.attrs.get("RepoDigests") or []
-        if d.split("@", 1)[0] == repo
-    ]
-    if not digests:
-        # Loaded or built under that name, never pulled: there is no registry digest to pin.
-        log("docker_runner: warning: %s has no registry digest; recording its image ID" % tag)
-        return found.id, "%s@%s" % (tag, found.id)
-    if image.get("lock") and image_lock.write_digest(image["lock"], key, digests[0]):
-        log("docker_runner: pinned torch %s to %s in %s" % (key, digests[0], image["lock"]))
-    return found.id, "%s@%s" % (tag, digests[0])
+    found = get_or_pull(client, "%s@%s" % (repo, digest), log)
+    return found.id, "%s@%s" % (tag, digest)
 
 
 # -- the container ---------------------------------------------------------------------------
@@ -184,9 +218,14 @@ def container_settings(run_ref, image_ref, argv, cell_dir, data_dir, code_dir, g
         name="densenet-%s-%s" % (label, uuid.uuid4().hex[:8]),
         labels={"org.densenet.cell": os.path.abspath(cell_dir)},
         detach=True,
+        pids_limit=PIDS_LIMIT,
     )
     if gpu is not None:
-        settings["device_requests"] = [DeviceRequest(device_ids=[str(gpu)], capabilities=[["gpu"]])]
+        try:
+            device = gpu_slots.docker_device(gpu)
+        except ValueError as exc:
+            raise RunnerError(str(exc)) from None
+        settings["device_requests"] = [DeviceRequest(device_ids=[device], capabilities=[["gpu"]])]
     if mem_limit:
         # Equal swap limit: the kernel kills at the limit instead of swapping past it.
         settings.update(mem_limit=mem_limit, memswap_limit=mem_limit)
@@ -200,6 +239,45 @@ def remove(client, name):
         pass
     except Exception:  # daemon gone: nothing left to remove through it
         pass
+
+
+# Run apart from the runner (own session): waits until the runner's end of a pipe closes,
+# which the kernel does however the runner ends, SIGKILL included, then removes the container.
+REAPER = """
+import sys, time
+import docker
+sys.stdin.buffer.read()
+client = docker.from_env()
+for _ in range(3):  # a create the daemon was still serving may land after the first remove
+    try:
+        client.api.remove_container(sys.argv[1], force=True)
+    except Exception:
+        pass
+    time.sleep(1)
+"""
+
+
+def start_reaper(name):
+    """(pipe fd, process): a watcher that removes container `name` once the fd closes."""
+    read_end, write_end = os.pipe()  # not inheritable: no other child holds the write end
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", REAPER, name],
+            stdin=read_end,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # outlives a kill of the runner's process group
+        )
+    finally:
+        os.close(read_end)
+    return write_end, proc
+
+
+def stop_reaper(write_end, proc):
+    """The container is gone already: end the watcher without its removal round."""
+    proc.kill()
+    proc.wait()
+    os.close(write_end)
 
 
 @contextlib.contextmanager
@@ -219,6 +297,7 @@ def started(client, settings):
     main = threading.current_thread() is threading.main_thread()
     old = catch_signals(on_signal) if main else {}
     signum = None
+    reaper = start_reaper(settings["name"])
     try:
         try:
             yield client.containers.run(**settings)
@@ -236,6 +315,7 @@ def started(client, settings):
     finally:
         # By name: a signal may land between the container's creation and its return to us.
         remove(client, settings["name"])
+        stop_reaper(*reaper)
         restore_signals(old)
     if signum is not None:
         # The restored handler runs before raise_signal returns: SIGTERM ends us, SIGINT
@@ -272,7 +352,8 @@ def run_container(client, settings, log):
     if state.get("OOMKilled"):
         raise RunnerError(
             "container OOM-killed: it needed more than its memory limit (%s); "
-            "raise %s" % (limit or "none set: the host ran out", MEMORY_ENV),
+            "raise the rule's mem_mb (snakemake --set-resources RULE:mem_mb=N)"
+            % (limit or "none set: the host ran out"),
             code or EXIT_SIGKILL,
         )
     if code == EXIT_SIGKILL:
@@ -377,7 +458,7 @@ def run(image, argv, cell_dir, data_dir, code_dir, gpu, log, mem_limit=None, cli
         data_dir,
         code_dir,
         gpu,
-        mem_limit or os.environ.get(MEMORY_ENV),
+        mem_limit,
     )
     log("docker_runner: %s as %s, gpu %s: %s" % (image_ref, settings["user"], gpu, " ".join(argv)))
     if settings["user"].startswith("0:"):

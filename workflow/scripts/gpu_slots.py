@@ -20,24 +20,75 @@ def lock_dir():
     return os.environ.get("DENSENET_GPU_LOCK_DIR") or "/tmp/densenet-gpu-slots"
 
 
-def host_gpus():
-    """GPU ids this process may use: CUDA_VISIBLE_DEVICES when set, else nvidia-smi's list."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]
+def nvidia_smi_gpus():
+    """[(index, uuid)] of nvidia-smi (PCI bus order); [] without nvidia-smi or GPUs."""
     try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index,uuid", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
     except (OSError, subprocess.SubprocessError):
         return []
     if out.returncode != 0:
         return []
-    gpus = [line for line in out.stdout.splitlines() if line.startswith("GPU ")]
-    return [str(i) for i in range(len(gpus))]
+    rows = [[f.strip() for f in line.split(",")] for line in out.stdout.splitlines()]
+    return [(row[0], row[1]) for row in rows if len(row) == 2 and row[1].startswith("GPU-")]
+
+
+def host_gpus():
+    """GPU ids this process may use: CUDA_VISIBLE_DEVICES when set (as given: a scheduler's
+    choice), else the UUIDs nvidia-smi lists. A UUID names one GPU for CUDA, for nvidia-smi
+    and for docker alike, so the slot and the GPU a container gets cannot disagree."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]
+    return [uuid for _, uuid in nvidia_smi_gpus()]
+
+
+def docker_device(gpu):
+    """The id docker's DeviceRequest takes for slot `gpu`: a UUID as is; an index only when
+    CUDA numbers GPUs as nvidia-smi and docker do (CUDA_DEVICE_ORDER=PCI_BUS_ID), since CUDA's
+    default order (fastest first) may differ. ValueError (one line) otherwise."""
+    gpu = str(gpu)
+    if not gpu.isdigit():
+        return gpu
+    if os.environ.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID":
+        raise ValueError(
+            "GPU %s is a CUDA index: CUDA numbers GPUs fastest first, docker by PCI bus; "
+            "set CUDA_VISIBLE_DEVICES to GPU UUIDs (nvidia-smi -L) or CUDA_DEVICE_ORDER=PCI_BUS_ID"
+            % gpu
+        )
+    for index, uuid in nvidia_smi_gpus():
+        if index == gpu:
+            return uuid
+    raise ValueError("GPU %s: nvidia-smi lists no GPU with that index" % gpu)
+
+
+def open_lock(path):
+    """A file descriptor of the lock file `path`, made when missing, usable by every user.
+
+    Made 0666 whatever the umask; opened without O_CREAT when it exists, since a sticky
+    world-writable folder with fs.protected_regular refuses O_CREAT on another user's file;
+    read-only when another user's file is not writable (flock needs no write access)."""
+    try:
+        return os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        pass
+    except PermissionError:
+        return os.open(path, os.O_RDONLY)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:  # another job made it just now
+        return open_lock(path)
+    os.fchmod(fd, 0o666)  # the umask took write access from group and others
+    return fd
 
 
 def try_lock(path):
     """An open fd holding an exclusive lock on path, or None when another job holds it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = open_lock(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

@@ -1,9 +1,10 @@
-"""containers/images.lock.yaml: read an entry, write a resolved digest back.
+"""containers/images.lock.yaml: read entries; set digests (only the pin command does).
 
-The write-back edits the one `digest:` line of one entry in place, so the file's comments and
-order survive (a YAML round trip would drop them), checks the result parses to exactly the old
-content plus that digest, and replaces the file atomically. Jobs that pull at the same time
-serialise on a lock of the lock file's directory, and re-read the file under it.
+Runs only read the lock. Pinning (workflow/scripts/pin_images.py) edits the `digest:` lines in
+place, so the file's comments and order survive (a YAML round trip would drop them), checks
+the result parses to exactly the old content plus those digests, and replaces the file
+atomically, once. Two pin commands at the same time serialise on a lock of the lock file's
+directory and re-read the file under it.
 """
 
 import contextlib
@@ -123,26 +124,38 @@ def set_digest_text(text, key, digest):
 def write_digest(path, key, digest):
     """Record `digest` for `key` in the lock file; returns False when it was already there.
 
-    Refuses (LockError) when the file holds another digest for the key by now: a concurrent
-    job pulled a different image under the same tag, and which one is right is for a person.
+    Refuses (LockError) when the file holds another digest for the key: replacing a pin is
+    `write_digests(..., replace=True)`, a decision the pin command leaves to its user.
     """
-    if not DIGEST.match(digest or ""):
-        raise LockError("refusing to record %r: not a sha256 content digest" % (digest,))
+    return bool(write_digests(path, {key: digest}))
+
+
+def write_digests(path, digests, replace=False):
+    """Set the digest of each key of `digests` ({key: sha256:...}) in one atomic rewrite;
+    returns the keys whose line changed. An existing different pin is replaced only when
+    `replace`, else LockError; nothing is written when any key fails."""
+    for digest in digests.values():
+        if not DIGEST.match(digest or ""):
+            raise LockError("refusing to record %r: not a sha256 content digest" % (digest,))
     with exclusive(path):
         with open(path) as f:
             text = f.read()
         old = entries(text)
-        current = (old.get(key) or {}).get("digest")
-        if current == digest:
-            return False
-        if current:
-            raise LockError("%s already pins %s to %s, not %s" % (path, key, current, digest))
-        new_text = set_digest_text(text, key, digest)
-        expected = dict(old)
-        expected[key] = dict(old[key], digest=digest)
+        expected, changed, new_text = dict(old), [], text
+        for key, digest in sorted(digests.items()):
+            if key not in old:
+                raise LockError("%s has no entry %r" % (path, key))
+            current = (old.get(key) or {}).get("digest")
+            if current == digest:
+                continue
+            if current and not replace:
+                raise LockError("%s already pins %s to %s, not %s" % (path, key, current, digest))
+            new_text = set_digest_text(new_text, key, digest)
+            expected[key] = dict(old[key], digest=digest)
+            changed.append(key)
+        if not changed:
+            return []
         if entries(new_text) != expected:
-            raise LockError(
-                "%s: editing the digest of %r changed more than that line" % (path, key)
-            )
+            raise LockError("%s: editing the digests changed more than their lines" % path)
         atomic.write_text(path, new_text)
-    return True
+    return changed

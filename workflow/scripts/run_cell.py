@@ -2,7 +2,7 @@
 
     python workflow/scripts/run_cell.py --runner local|docker --torch KEY --cell-dir DIR
         [--data-dir DIR] [--lock containers/images.lock.yaml] [--strict-digests]
-        [--gpu auto|none|inherit] [--threads N] -- SUBCOMMAND [densenet args]
+        [--gpu auto|none|inherit] [--threads N] [--mem-mb N] -- SUBCOMMAND [densenet args]
 
 Appends --out (and --data-dir) as the started process sees them, streams its log to stdout,
 and exits 0 when the job produced a result (train: summary.json completed, diverged or
@@ -146,7 +146,8 @@ def run_docker(argv, cell_dir, data_dir, args, gpu, log):
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
     cell_dir = os.path.abspath(cell_dir)
     data_dir = os.path.abspath(data_dir) if data_dir else None
-    return docker_runner.run(image, argv, cell_dir, data_dir, REPO, gpu, log)
+    mem_limit = "%dm" % args.mem_mb if args.mem_mb else None
+    return docker_runner.run(image, argv, cell_dir, data_dir, REPO, gpu, log, mem_limit=mem_limit)
 
 
 def outcome(command, cell_dir):
@@ -196,6 +197,9 @@ def parse_args(argv):
     p.add_argument("--data-dir")
     p.add_argument("--lock", default=os.path.join(REPO, "containers", "images.lock.yaml"))
     p.add_argument("--strict-digests", action="store_true")
+    p.add_argument(
+        "--mem-mb", type=int, default=0, help="docker: the container's memory limit (rule mem_mb)"
+    )
     p.add_argument("--gpu", choices=gpu_slots.POLICIES, default="auto")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: its default)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- SUBCOMMAND [densenet args]")

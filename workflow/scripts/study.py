@@ -263,6 +263,21 @@ def check_torch_keys(cfg, lock_keys, lock_path):
             )
 
 
+def check_digests(cfg, images, lock_path):
+    """Strict studies (containers.strict_digests) run registry images by pinned digest only:
+    an axis key whose registry image has no digest is a config error before any job."""
+    if cfg["runner"] != "docker" or not cfg["containers"]["strict_digests"]:
+        return
+    for key in cfg["axes"]["torch"]:
+        entry = images[key]
+        if not entry.get("build") and not entry.get("digest"):
+            raise ConfigError(
+                "config error: axes.torch: %r (%s) has no digest in %s and "
+                "containers.strict_digests is true; pin it: "
+                "python workflow/scripts/pin_images.py %s" % (key, entry.get("tag"), lock_path, key)
+            )
+
+
 def leaf_keys(tree, prefix=""):
     """Dotted paths of the non-mapping values of a nested dict."""
     keys = set()
