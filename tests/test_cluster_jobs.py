@@ -62,6 +62,29 @@ def test_docker_job_under_inherit_gets_the_allocated_gpu_as_a_device_request():
     assert two["device_requests"][0].device_ids == ["5", "6"]
 
 
+def test_run_docker_hands_the_allocation_to_the_container(monkeypatch, tmp_path):
+    seen = []
+    monkeypatch.setattr(docker_runner, "run", lambda *a, **k: seen.append(a[5]) or 0)
+    monkeypatch.setenv("SLURM_JOB_GPUS", "2")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    argv = ["train", "--device", "cuda"]
+    ns = argparse.Namespace(
+        gpu="inherit",
+        command=argv,
+        torch="cpu-2.13.0",
+        lock=os.path.join(REPO, "containers", "images.lock.yaml"),
+        strict_digests=False,
+        threads=1,
+    )
+    assert run_cell.run_docker(argv, str(tmp_path), None, ns, None, print) == 0
+    assert seen == ["2"]
+    monkeypatch.delenv("SLURM_JOB_GPUS")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(RuntimeError, match="no GPU was allocated"):
+        run_cell.run_docker(argv, str(tmp_path), None, ns, None, print)
+    assert seen == ["2"]
+
+
 def test_a_gpu_job_without_an_allocated_gpu_never_starts():
     with pytest.raises(RuntimeError, match="no GPU was allocated"):
         run_cell.docker_gpu(args("inherit", "train", "--device", "cuda"), None, {})

@@ -142,6 +142,8 @@ def test_two_torch_versions_study_in_venvs_end_to_end(tmp_path, python38):
         "study=versions",
         'axes={"torch": ["2.14.1", "1.8.1"], "dataset": ["synthetic"]}',
         'containers={"venv_dir": "%s"}' % venvs,
+        # The cost probes time real steps: minutes per environment on a CPU.
+        'report={"predict_cost": false}',
     ] + TINY
     start = time.perf_counter()
     res = snakemake(work, "--cores", "all", "--config", *config, timeout=1800)

@@ -3,15 +3,19 @@
 # that compute nodes lack), into containers.venv_dir, which the compute nodes share. Its
 # marker runner_env.json is an input of every job of that key (workflow/rules/common.smk,
 # get_runner_env).
+VENV_DIR = CFG["containers"].get("venv_dir", study.VENV_DEFAULTS["venv_dir"])
+VENV_LOCK = CFG["containers"].get("venvs", study.VENV_DEFAULTS["venvs"])
+
+
 rule build_runner_env:
     output:
-        os.path.join(CFG["containers"]["venv_dir"], "{key}", runner_env.MARKER),
+        os.path.join(VENV_DIR, "{key}", runner_env.MARKER),
     log:
-        os.path.join(CFG["containers"]["venv_dir"], "{key}.log"),
+        os.path.join(VENV_DIR, "{key}.log"),
     wildcard_constraints:
         key="|".join(re.escape(k) for k in CFG["axes"]["torch"]),
     params:
-        lock=CFG["containers"]["venvs"],
+        lock=VENV_LOCK,
         script=os.path.join(SCRIPTS, "runner_env.py"),
     shell:
         "{PYTHON} {params.script} --lock {params.lock} --key {wildcards.key}"

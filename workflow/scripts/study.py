@@ -194,8 +194,9 @@ def validate(config, schema):
     if error is not None:
         raise ConfigError("config error: " + describe(error))
     cfg = copy.deepcopy(config)
-    for key, value in VENV_DEFAULTS.items():
-        cfg["containers"].setdefault(key, value)
+    if cfg["runner"] == "venv":  # other studies' manifests stay as they were
+        for key, value in VENV_DEFAULTS.items():
+            cfg["containers"].setdefault(key, value)
     for axis in ON_OFF_AXES:
         cfg["axes"][axis] = [on_off(v) for v in cfg["axes"][axis]]
     for section, key in ON_OFF_KEYS:
