@@ -140,7 +140,7 @@ def test_every_job_of_the_study_is_a_slurm_job_with_its_gpu(slurm, cluster_study
     assert job_counts(out).get("render_final_report") == 1
 
 
-def test_a_gpu_job_shows_its_gres_in_scontrol_and_sacct(slurm, cluster_study):
+def test_a_gpu_cell_job_shows_its_gres_in_accounting(slurm, cluster_study):
     work, _, out = cluster_study
     cell = [j for j, rule in submitted(out).items() if rule == "train_cell"][0]
     row = slurm.wait_sacct(cell, lambda r: r["State"] == "COMPLETED", fields="JobID,State,ReqTRES")
