@@ -16,6 +16,7 @@ include: "workflow/rules/gradcheck.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/cost.smk"
+include: "workflow/rules/runner_env.smk"
 
 
 # Every cell of the study, its gradient checks and the report.

@@ -68,7 +68,10 @@ def test_every_shipped_study_validates(schema):
             lambda c: c.update(runner="kubernetes"),
             "runner: 'kubernetes' is not one of local",
         ),
-        (lambda c: c["axes"].update(torch=["2.5.1"]), "axes.torch: '2.5.1' needs runner: docker"),
+        (
+            lambda c: c["axes"].update(torch=["2.5.1"]),
+            "axes.torch: '2.5.1' needs runner docker or venv",
+        ),
         (lambda c: c["exclude"].append({"canary": "noncontig"}), "exclude[0].canary: 'noncontig'"),
         (
             lambda c: (

@@ -99,20 +99,20 @@ def read_profile(name):
         return yaml.safe_load(f)
 
 
-def test_slurm_profile_dry_run(pinned):
+def test_slurm_profile_dry_run():
     res = snakemake(
-        "-n",
-        "--profile",
-        "workflow/profiles/slurm",
-        "--configfile",
-        "config/studies/paper.yaml",
-        *pinned,
-    )
+        "-n", "--profile", "workflow/profiles/slurm", "--workflow-profile", "none",
+        "--configfile", "config/studies/paper.yaml",
+    )  # fmt: skip
     assert res.returncode == 0, res.stderr
-    assert job_counts(res.stdout)["train_cell"] == 96
+    counts = job_counts(res.stdout)
+    assert counts["train_cell"] == 96 and counts["build_runner_env"] == 4, counts
     train = res.stdout.split("rule train_cell:")[1].split("rule ")[0]
-    # One GPU per SLURM job; the partition and runtime of the profile reach the jobs.
-    assert "gpu=1" in train and "runtime=2880" in train and "slurm_partition=gpu" in train
+    # One GPU per SLURM job, the profile's partition placeholder, the paper protocol's time
+    # limit before a prediction exists, the venv runner keeping SLURM's GPU.
+    assert "gpu=1" in train and "runtime=2880" in train and "mem_mb=8000" in train
+    assert "slurm_partition=YOUR_PARTITION" in train
+    assert "--runner venv" in train and "--gpu inherit" in train
 
 
 def test_gpu_host_profile_dry_run(pinned):

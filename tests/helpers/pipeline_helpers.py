@@ -17,6 +17,7 @@ COPIED = [
     "densenet",
     "report",
     "containers/images.lock.yaml",
+    "containers/venvs.lock.yaml",
 ]
 
 

@@ -22,13 +22,13 @@ import commands  # noqa: E402
 import data_plan  # noqa: E402
 import image_lock  # noqa: E402
 import predict_cost  # noqa: E402
+import runner_env  # noqa: E402
+import slurm_resources  # noqa: E402
 import study  # noqa: E402
 
 # Jobs call the harness through the interpreter that runs Snakemake, so the venv's python is
 # used even when the venv is not activated.
 PYTHON = sys.executable
-# Default memory of a job, in MB (rule resource mem_mb; the docker runner's container limit).
-JOB_MEM_MB = 16000
 RUN_CELL = os.path.join(SCRIPTS, "run_cell.py")
 PREPARE_DATA = os.path.join(SCRIPTS, "prepare_data.py")
 PUBLISH_REPORT = os.path.join(SCRIPTS, "publish_report.py")
@@ -57,6 +57,15 @@ def load_study():
         images = lock_images(lock)
         study.check_torch_keys(cfg, images, lock)
         study.check_digests(cfg, images, lock)
+    if cfg["runner"] == "venv":
+        lock = cfg["containers"]["venvs"]
+        try:
+            keys = runner_env.read_lock(lock)
+        except runner_env.EnvError as exc:
+            raise study.ConfigError(
+                "config error: containers.venvs: %s" % exc
+            ) from None
+        study.check_torch_keys(cfg, keys, lock)
     actions, effective, fallback = data_plan.plan(cfg["data"], cfg["axes"]["dataset"])
     cells, envs = study.build_matrix(cfg, effective)
     return cfg, actions, cells, envs, fallback
@@ -93,12 +102,14 @@ CELL_BY_ID = {c["id"]: c for c in CELLS}
 ENV_BY_ID = {e["id"]: e for e in ENVS}
 
 
-# On a cluster these stay on the submitting host: they are quick, and prepare_data may need
-# the network that compute nodes lack.
+# On a cluster these stay on the submitting host: they are quick, and prepare_data and
+# build_runner_env may need the network that compute nodes lack.
 localrules:
     all,
     prepare_data,
     write_manifest,
+    predict_cost,
+    build_runner_env,
     render_final_report,
     render_report,
 
@@ -146,15 +157,9 @@ def get_require_official_flag():
 
 def get_threads():
     """CPU threads per job: train.threads, or all cores given (0), so on a CPU machine one
-    job at a time uses the whole machine instead of several jobs fighting over it."""
-    return CFG["train"]["threads"] or workflow.cores or 1
-
-
-def get_mem_mb(wildcards):
-    """Memory of a training, gradient or probe job, in MB: a scheduling resource (capped by
-    --resources mem_mb=N) and, with the docker runner, the container's memory limit; one
-    job kind's own: --set-resources train_cell:mem_mb=N."""
-    return JOB_MEM_MB
+    job at a time uses the whole machine instead of several jobs fighting over it. A cluster
+    run gives no --cores: 1 then, unless the profile's set-threads says otherwise."""
+    return CFG["train"]["threads"] or workflow._cores or 1
 
 
 def get_gpu_count(wildcards):
@@ -173,11 +178,45 @@ def get_train_inputs(wildcards):
             "%s/gradcheck/%s/gradcheck.json" % (STUDY_DIR, cell["env"])
         )
     }
+    inputs.update(get_runner_env(cell["params"]["torch"]))
     if is_real_dataset(cell["params"]["dataset"]):
         inputs["data"] = ancient(
             "%s/data/%s.json" % (STUDY_DIR, cell["params"]["dataset"])
         )
     return inputs
+
+
+def get_runner_env(torch):
+    """The venv runner's environment of a torch key, built before any job of it runs
+    (ancient: a rebuild must not retrain finished cells); nothing for the other runners.
+    """
+    if CFG["runner"] != "venv":
+        return {}
+    marker = os.path.join(CFG["containers"]["venv_dir"], torch, runner_env.MARKER)
+    return {"runner_env": ancient(marker)}
+
+
+def get_env_inputs(wildcards):
+    """A gradient check's or cost probe's inputs: its environment's venv (runner venv)."""
+    return get_runner_env(ENV_BY_ID[wildcards.env]["params"]["torch"])
+
+
+def get_runtime(wildcards, attempt):
+    """SLURM time limit of a cell, in minutes: its predicted time with a margin
+    (workflow/scripts/slurm_resources.py), or the protocol's default before a prediction.
+    """
+    predicted = slurm_resources.read_predicted(
+        "%s/predicted_cost.json" % STUDY_DIR, wildcards.cell
+    )
+    return slurm_resources.runtime_minutes(predicted, CFG["protocol"], attempt)
+
+
+def get_mem_mb(wildcards, attempt):
+    """Memory of a training, gradient or probe job, in MB (workflow/scripts/slurm_resources.py:
+    by device kind, doubled on each retry): a scheduling resource (capped by --resources
+    mem_mb=N, requested from SLURM) and, with the docker runner, the container's memory limit;
+    one job kind's own: --set-resources train_cell:mem_mb=N."""
+    return slurm_resources.mem_mb(CFG, attempt)
 
 
 def get_train_args(wildcards):

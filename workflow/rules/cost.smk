@@ -8,6 +8,8 @@
 # Seconds on a GPU, minutes on a CPU; high priority, so that the prediction exists before the
 # cells are trained.
 rule probe_cost:
+    input:
+        unpack(get_env_inputs),
     output:
         "results/{study}/cost/{env}/probe.json",
     log:
@@ -17,6 +19,7 @@ rule probe_cost:
     resources:
         gpu=get_gpu_count,
         runner=get_probe_runner,
+        runtime=30,
         mem_mb=get_mem_mb,
     params:
         probe=get_probe_args,

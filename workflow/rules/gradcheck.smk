@@ -3,6 +3,8 @@
 # runner as training. A `fail` verdict is a result, not an error: the runner exits 0 and
 # training goes on, so the report can show both.
 rule check_gradients:
+    input:
+        unpack(get_env_inputs),
     output:
         "results/{study}/gradcheck/{env}/gradcheck.json",
     log:
@@ -11,6 +13,7 @@ rule check_gradients:
     resources:
         gpu=get_gpu_count,
         runner=get_env_runner,
+        runtime=60,
         mem_mb=get_mem_mb,
     params:
         gradcheck=get_gradcheck_args,

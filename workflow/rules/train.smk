@@ -14,6 +14,7 @@ rule train_cell:
     resources:
         gpu=get_gpu_count,
         runner=get_cell_runner,
+        runtime=get_runtime,
         mem_mb=get_mem_mb,
     params:
         train=get_train_args,

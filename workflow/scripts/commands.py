@@ -28,6 +28,8 @@ def runner_args(cfg, torch, cell_dir, threads, data_dir=None):
     args += ["--lock", cfg["containers"]["lock"], "--gpu", cfg["gpu"], "--threads", threads]
     if cfg["containers"]["strict_digests"]:
         args.append("--strict-digests")
+    if cfg["runner"] == "venv":
+        args += ["--venv-dir", cfg["containers"]["venv_dir"]]
     if data_dir:
         args += ["--data-dir", data_dir]
     return args

@@ -9,7 +9,8 @@ argv      the command inside the container, ["python", "-m", "densenet", SUB, ..
           runner adds `--image-ref` once the image is resolved (commands.with_image_ref).
 cell_dir  host path, mounted read-write at /cell.   data_dir  host path or None, read-only at /data.
 code_dir  the checkout holding densenet/; only densenet/ is mounted, read-only, at /code/densenet.
-gpu       None (no GPU), or the host GPU index / UUID this job owns (one GPU per job).
+gpu       None (no GPU), or the host GPU index / UUID this job owns (one GPU per job; under a
+          scheduler the comma-joined ids it allocated).
 log       called with each line of the container's output, as it comes.
 
 Returns the container's exit code; 4 (skipped) when the GPU preflight finds no kernels for
@@ -35,7 +36,6 @@ import threading
 import uuid
 
 import docker
-import gpu_slots
 from commands import subcommand, with_image_ref
 from docker.types import DeviceRequest, Mount
 from job_signals import Interrupted, catch_signals, restore_signals
@@ -221,11 +221,10 @@ def container_settings(run_ref, image_ref, argv, cell_dir, data_dir, code_dir, g
         pids_limit=PIDS_LIMIT,
     )
     if gpu is not None:
-        try:
-            device = gpu_slots.docker_device(gpu)
-        except ValueError as exc:
-            raise RunnerError(str(exc)) from None
-        settings["device_requests"] = [DeviceRequest(device_ids=[device], capabilities=[["gpu"]])]
+        # Comma-separated docker device ids (run_cell.docker_gpu / docker_devices: UUIDs, or a
+        # scheduler's own host indices, which follow docker's nvidia-smi order).
+        ids = [g for g in str(gpu).split(",") if g]
+        settings["device_requests"] = [DeviceRequest(device_ids=ids, capabilities=[["gpu"]])]
     if mem_limit:
         # Equal swap limit: the kernel kills at the limit instead of swapping past it.
         settings.update(mem_limit=mem_limit, memswap_limit=mem_limit)

@@ -86,6 +86,20 @@ def open_lock(path):
     return fd
 
 
+def inherited(environ):
+    """Host GPU ids a scheduler allocated to this job, for a container that dockerd starts
+    outside the job's cgroup: SLURM_JOB_GPUS / SLURM_STEP_GPUS name the node's own GPU
+    indices, whereas CUDA_VISIBLE_DEVICES may be renumbered from 0 inside a device cgroup, so
+    it is the fallback (a scheduler without the SLURM variables). [] when none."""
+    for var in ("SLURM_STEP_GPUS", "SLURM_JOB_GPUS", "CUDA_VISIBLE_DEVICES"):
+        value = environ.get(var)
+        if value is not None:
+            ids = [g.strip() for g in value.split(",") if g.strip() and g.strip() != "-1"]
+            if ids or var == "CUDA_VISIBLE_DEVICES":
+                return ids
+    return []
+
+
 def try_lock(path):
     """An open fd holding an exclusive lock on path, or None when another job holds it."""
     fd = open_lock(path)

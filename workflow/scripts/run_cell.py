@@ -1,8 +1,14 @@
 """Run one `python -m densenet` job (train, gradcheck, bench) for the workflow (docs/contracts.md).
 
-    python workflow/scripts/run_cell.py --runner local|docker --torch KEY --cell-dir DIR
+    python workflow/scripts/run_cell.py --runner local|docker|venv --torch KEY --cell-dir DIR
         [--data-dir DIR] [--lock containers/images.lock.yaml] [--strict-digests]
-        [--gpu auto|none|inherit] [--threads N] [--mem-mb N] -- SUBCOMMAND [densenet args]
+        [--venv-dir .venvs] [--gpu auto|none|inherit] [--threads N] [--mem-mb N]
+        -- SUBCOMMAND [densenet args]
+
+local: this environment's python. venv: the python of VENV_DIR/KEY (runner_env.py builds it),
+in this process's allocation (a SLURM job's CPUs, memory and GPU). docker: the pinned image of
+KEY, given the GPU of the slot allocator (by UUID), or under `--gpu inherit` the GPUs the
+scheduler allocated (gpu_slots.inherited); a GPU job without one is a failure, not a CPU run.
 
 Appends --out (and --data-dir) as the started process sees them, streams its log to stdout,
 and exits 0 when the job produced a result (train: summary.json completed, diverged or
@@ -27,6 +33,7 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path[:0] = [HERE, REPO]
 
 import gpu_slots  # noqa: E402  (sibling modules; workflow/scripts is not a package)
+import runner_env  # noqa: E402
 from commands import densenet_argv  # noqa: E402
 from job_signals import Interrupted, catch_signals, restore_signals  # noqa: E402
 
@@ -88,9 +95,11 @@ def out_path(command, cell_dir):
     return cell_dir
 
 
-def run_local(argv, cell_dir, data_dir, gpu_policy, gpu, threads, log):
-    """Run `python -m densenet` in this environment; return its exit code."""
-    argv = densenet_argv(sys.executable, argv, out_path(argv[0], cell_dir), data_dir)
+def run_local(argv, cell_dir, data_dir, gpu_policy, gpu, threads, log, python=None):
+    """Run `python -m densenet` in this environment (or with the interpreter `python`, the venv
+    runner's); return its exit code."""
+    python = python or sys.executable
+    argv = densenet_argv(python, argv, out_path(argv[0], cell_dir), data_dir)
     env = dict(os.environ, PYTHONUNBUFFERED="1", **host_environ())
     env["PYTHONPATH"] = os.pathsep.join([REPO] + [p for p in [env.get("PYTHONPATH")] if p])
     if gpu is not None:
@@ -129,8 +138,38 @@ def run_local(argv, cell_dir, data_dir, gpu_policy, gpu, threads, log):
         restore_signals(old)
 
 
+def docker_gpu(args, gpu, environ=None):
+    """The GPU(s) a docker job's container gets: the slot allocator's, or under `--gpu inherit`
+    the scheduler's allocation (comma-joined host ids). RuntimeError when a job that asked for
+    a GPU (--device cuda) has none: dockerd starts containers outside the job's cgroup, so
+    without an explicit device the container would see no GPU or, worse, all of them."""
+    if gpu is None and args.gpu == "inherit":
+        ids = gpu_slots.inherited(os.environ if environ is None else environ)
+        gpu = ",".join(ids) if ids else None
+    if gpu is None and wants_cuda(args.command):
+        raise RuntimeError(
+            "the job asks for --device cuda but no GPU was allocated to it "
+            "(--gpu %s; CUDA_VISIBLE_DEVICES / SLURM_JOB_GPUS empty)" % args.gpu
+        )
+    return gpu
+
+
+def wants_cuda(argv):
+    pairs = zip(argv, list(argv[1:]) + [None])
+    return any(a == "--device=cuda" or (a, b) == ("--device", "cuda") for a, b in pairs)
+
+
 def run_docker(argv, cell_dir, data_dir, args, gpu, log):
     """Run the job in the pinned image of args.torch (workflow/scripts/docker_runner.py)."""
+    if gpu is not None:
+        # The slot allocator's GPU: docker numbers GPUs as nvidia-smi does, CUDA may not, so
+        # docker gets its UUID (gpu_slots.docker_device). A scheduler's allocation (below) is
+        # already the node's own indices, in docker's order.
+        try:
+            gpu = gpu_slots.docker_device(gpu)
+        except ValueError as exc:
+            raise RuntimeError(str(exc)) from None
+    gpu = docker_gpu(args, gpu)
     try:
         import docker_runner
         import image_lock
@@ -191,8 +230,8 @@ def prepare_dir(cell_dir, command):
 
 def parse_args(argv):
     p = Parser(description=__doc__.splitlines()[0])
-    p.add_argument("--runner", required=True, choices=("local", "docker"))
-    p.add_argument("--torch", required=True, help="lock key (docker) or `local`")
+    p.add_argument("--runner", required=True, choices=("local", "docker", "venv"))
+    p.add_argument("--torch", required=True, help="lock key (docker, venv) or `local`")
     p.add_argument("--cell-dir", required=True)
     p.add_argument("--data-dir")
     p.add_argument("--lock", default=os.path.join(REPO, "containers", "images.lock.yaml"))
@@ -200,6 +239,7 @@ def parse_args(argv):
     p.add_argument(
         "--mem-mb", type=int, default=0, help="docker: the container's memory limit (rule mem_mb)"
     )
+    p.add_argument("--venv-dir", default=".venvs", help="venv runner: the folder of VENV_DIR/KEY")
     p.add_argument("--gpu", choices=gpu_slots.POLICIES, default="auto")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: its default)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- SUBCOMMAND [densenet args]")
@@ -230,9 +270,12 @@ def main(argv=None):
     log = Log()
     try:
         with gpu_slots.claim(args.gpu, log) as gpu:
-            if args.runner == "local":
+            if args.runner in ("local", "venv"):
+                python = None
+                if args.runner == "venv":
+                    python = runner_env.python_of(os.path.join(args.venv_dir, args.torch))
                 code = run_local(
-                    args.command, cell_dir, args.data_dir, args.gpu, gpu, args.threads, log
+                    args.command, cell_dir, args.data_dir, args.gpu, gpu, args.threads, log, python
                 )
             else:
                 code = run_docker(args.command, cell_dir, args.data_dir, args, gpu, log)

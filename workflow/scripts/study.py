@@ -200,6 +200,9 @@ def validate(config, schema):
     cfg = copy.deepcopy(config)
     for axis, value in AXIS_DEFAULTS.items():
         cfg["axes"].setdefault(axis, list(value))
+    if cfg["runner"] == "venv":  # other studies' manifests stay as they were
+        for key, value in VENV_DEFAULTS.items():
+            cfg["containers"].setdefault(key, value)
     for axis in ON_OFF_AXES:
         cfg["axes"][axis] = [on_off(v) for v in cfg["axes"][axis]]
     for section, key in ON_OFF_KEYS:
@@ -210,6 +213,10 @@ def validate(config, schema):
                 rule[axis] = on_off(rule[axis])
     check_semantics(cfg)
     return cfg
+
+
+# containers.venvs / venv_dir when a study leaves them out (only runner venv reads them).
+VENV_DEFAULTS = {"venvs": "containers/venvs.lock.yaml", "venv_dir": ".venvs"}
 
 
 def check_semantics(cfg):
@@ -231,13 +238,17 @@ def check_semantics(cfg):
     for key in axes["torch"]:
         if local and key != "local":
             raise ConfigError(
-                "config error: axes.torch: %r needs runner: docker (the local runner runs the "
-                "installed torch: use [local])" % key
+                "config error: axes.torch: %r needs runner docker or venv (the local runner "
+                "runs the installed torch: use [local])" % key
             )
         if not local and key == "local":
             raise ConfigError(
-                "config error: axes.torch: 'local' means this environment; runner docker "
-                "needs keys of %s" % cfg["containers"]["lock"]
+                "config error: axes.torch: 'local' means this environment; runner %s "
+                "needs keys of %s"
+                % (
+                    cfg["runner"],
+                    cfg["containers"]["venvs" if cfg["runner"] == "venv" else "lock"],
+                )
             )
     data = cfg["data"]
     if data["require_official"] and "synthetic" in axes["dataset"]:
@@ -252,8 +263,9 @@ def check_semantics(cfg):
 
 
 def check_torch_keys(cfg, lock_keys, lock_path):
-    """Docker studies name images by keys of the lock file."""
-    if cfg["runner"] != "docker":
+    """Docker studies name images by keys of the lock file, venv studies environments by keys
+    of theirs."""
+    if cfg["runner"] == "local":
         return
     for key in cfg["axes"]["torch"]:
         if key not in lock_keys:

@@ -1,0 +1,204 @@
+"""A study through SLURM: `snakemake --profile workflow/profiles/slurm` on the single-node test
+cluster (tests/helpers/slurm_cluster.py, two fake GPUs), with the venv runner in this
+environment's torch (an environment folder whose python is this interpreter: nothing to
+build) and the profile's placeholders replaced by the cluster's partition and account.
+
+Every gradient check, cost probe and cell is a SLURM job with the GPU it asked for (the
+fake GPUs give no CUDA device, so the cells train on the CPU), the cheap rules and the report
+run on the submitting host, a one-cell rerun goes through SLURM too, and a cell job cancelled
+with scancel resumes from its checkpoint when the same command runs again. Tiny cells, one
+thread each."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from conftest import REPO, read_json
+from helpers.pipeline_helpers import checkout, job_counts
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+sys.path.insert(0, os.path.join(REPO, "workflow", "scripts"))
+
+import runner_env  # noqa: E402
+
+TORCH = "2.14.1"  # a key of containers/venvs.lock.yaml; the environment is this interpreter's
+SUBMITTED = re.compile(r"SLURM jobid (\d+) \(log: \S*/slurm_logs/rule_(\w+)/")
+
+
+@pytest.fixture
+def slurm(slurm_cluster):
+    yield slurm_cluster
+    slurm_cluster.cancel_all()
+
+
+def local_env(venv_dir):
+    """venv_dir/TORCH as the venv runner expects it, running this interpreter."""
+    env_dir = os.path.join(venv_dir, TORCH)
+    os.makedirs(os.path.join(env_dir, "bin"))
+    python = os.path.join(env_dir, "bin", "python")
+    with open(python, "w") as f:
+        f.write('#!/bin/sh\nexec %s "$@"\n' % sys.executable)
+    os.chmod(python, 0o755)
+    import torch
+
+    marker = {"key": TORCH, "python": sys.version.split()[0], "torch": torch.__version__}
+    with open(os.path.join(env_dir, runner_env.MARKER), "w") as f:
+        json.dump(marker, f)
+
+
+def study_file(work, name, seeds, epochs, n_train, canary=("none", "noncontig-grad")):
+    """A study file (every key of config/config.yaml) for the cluster: synthetic data, the
+    venv runner's environment of TORCH, tiny cells of one thread."""
+    with open(os.path.join(REPO, "config", "config.yaml")) as f:
+        cfg = yaml.safe_load(f)
+    cfg["study"] = name
+    cfg["axes"].update(torch=[TORCH], dataset=["synthetic"], seed=seeds, canary=list(canary))
+    cfg["train"].update(epochs=epochs, n_train=n_train, n_test=64, threads=1)
+    cfg["gradcheck"].update(batch_size=2, steps=1)
+    # The cost probes time real steps: minutes on one CPU thread. Their effect on the jobs'
+    # time limits is checked by tests/test_cluster_jobs.py.
+    cfg["report"]["predict_cost"] = False
+    cfg["containers"]["venv_dir"] = os.path.join(work, ".venvs")
+    path = os.path.join(work, "config", "studies", "%s.yaml" % name)
+    with open(path, "w") as f:
+        yaml.safe_dump(cfg, f)
+    return os.path.relpath(path, work)
+
+
+def command(slurm, configfile, *targets):
+    """The README's cluster command, with this cluster's partition and account, quicker
+    status queries, and one thread per job (the node has few cores)."""
+    return [
+        sys.executable, "-m", "snakemake",
+        "--profile", "workflow/profiles/slurm", "--workflow-profile", "none",
+        "--configfile", configfile,
+        "--default-resources", "slurm_partition=%s" % slurm.partition, "slurm_account=root",
+        "--set-threads", "train_cell=1", "check_gradients=1",
+        "--slurm-init-seconds-before-status-checks", "2", "--latency-wait", "5",
+    ] + list(targets)  # fmt: skip
+
+
+def run(slurm, work, argv, timeout=600):
+    env = dict(slurm.env, DENSENET_GIT_SHA="test-sha")
+    start = time.perf_counter()
+    res = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=timeout)
+    out = res.stdout + res.stderr
+    print("%s: %.0f s" % (" ".join(argv[3:]), time.perf_counter() - start))
+    return res.returncode, out
+
+
+def submitted(out):
+    """{SLURM job id: rule} of the jobs a snakemake run submitted."""
+    return {m.group(1): m.group(2) for m in SUBMITTED.finditer(out)}
+
+
+def accounting(slurm, jobids):
+    """{job id: (State, AllocTRES)} from sacct, once every job has its final row."""
+    rows = {}
+    for jobid in jobids:
+        row = slurm.wait_sacct(jobid, lambda r: r["State"] not in ("PENDING", "RUNNING"))
+        rows[jobid] = (row["State"], row["AllocTRES"])
+    return rows
+
+
+@pytest.fixture(scope="module")
+def cluster_study(slurm_cluster, tmp_path_factory):
+    """The smoke study (clean + canary, 2 seeds) run once through SLURM."""
+    work = checkout(tmp_path_factory.mktemp("slurm-study") / "repo")
+    local_env(os.path.join(work, ".venvs"))
+    configfile = study_file(work, "cluster", [0, 1], epochs=1, n_train=128)
+    code, out = run(slurm_cluster, work, command(slurm_cluster, configfile))
+    assert code == 0, out[-4000:]
+    return work, configfile, out
+
+
+def test_every_job_of_the_study_is_a_slurm_job_with_its_gpu(slurm, cluster_study):
+    work, _, out = cluster_study
+    jobs = submitted(out)
+    rules = sorted(jobs.values())
+    # 4 cells and 2 gradient checks; the manifest and the report stay on the submitting host.
+    assert rules == ["check_gradients"] * 2 + ["train_cell"] * 4, out
+    for jobid, (state, tres) in accounting(slurm, jobs).items():
+        assert state == "COMPLETED", (jobid, jobs[jobid], state)
+        assert "gres/gpu=1" in tres.split(","), (jobid, tres)
+    assert job_counts(out).get("write_manifest") == 1
+    study = os.path.join(work, "results", "cluster")
+    manifest = read_json(os.path.join(study, "manifest.json"))
+    assert len(manifest["cells"]) == 4
+    for cell in manifest["cells"]:
+        summary = read_json(os.path.join(work, cell["dir"], "summary.json"))
+        assert summary["status"] == "completed", summary
+        environ = read_json(os.path.join(work, cell["dir"], "env.json"))["environ"]
+        assert environ["torch"].startswith(TORCH)
+    assert os.path.exists(os.path.join(study, "report", "report.html"))
+    assert job_counts(out).get("render_final_report") == 1
+
+
+def test_a_gpu_cell_job_shows_its_gres_in_accounting(slurm, cluster_study):
+    work, _, out = cluster_study
+    cell = [j for j, rule in submitted(out).items() if rule == "train_cell"][0]
+    row = slurm.wait_sacct(cell, lambda r: r["State"] == "COMPLETED", fields="JobID,State,ReqTRES")
+    assert "gres/gpu=1" in row["ReqTRES"].split(","), row
+
+
+def test_one_cell_rerun_goes_through_slurm(slurm, cluster_study):
+    work, configfile, _ = cluster_study
+    manifest = read_json(os.path.join(work, "results", "cluster", "manifest.json"))
+    summary = os.path.join(manifest["cells"][0]["dir"], "summary.json")
+    before = os.stat(os.path.join(work, summary)).st_mtime_ns
+    code, out = run(slurm, work, command(slurm, configfile, summary, "-f"))
+    assert code == 0, out[-4000:]
+    jobs = submitted(out)
+    assert list(jobs.values()) == ["train_cell"], out
+    assert accounting(slurm, jobs)[list(jobs)[0]][0] == "COMPLETED"
+    assert os.stat(os.path.join(work, summary)).st_mtime_ns > before
+
+
+def test_cancelled_cell_job_resumes_from_its_checkpoint(slurm, tmp_path):
+    work = checkout(tmp_path / "repo")
+    local_env(os.path.join(work, ".venvs"))
+    configfile = study_file(work, "resume", [0], epochs=4, n_train=192, canary=["none"])
+    argv = command(slurm, configfile)
+    env = dict(slurm.env, DENSENET_GIT_SHA="test-sha")
+    with open(tmp_path / "first.out", "w") as log:
+        proc = subprocess.Popen(argv, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        # Wait until a cell has a checkpoint (an epoch done) and its job still runs.
+        cells = os.path.join(work, "results", "resume", "cells")
+        deadline = time.monotonic() + 300
+        target = None
+        while target is None and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+            for cell in os.listdir(cells) if os.path.isdir(cells) else []:
+                d = os.path.join(cells, cell)
+                if os.path.exists(os.path.join(d, "checkpoint.pt")) and not os.path.exists(
+                    os.path.join(d, "summary.json")
+                ):
+                    target = cell
+        assert target, (tmp_path / "first.out").read_text()[-3000:]
+        jobs = submitted((tmp_path / "first.out").read_text())
+        running = slurm.run("squeue", "-h", "-t", "RUNNING", "-o", "%i").stdout.split()
+        cell_jobs = [j for j in running if jobs.get(j) == "train_cell"]
+        assert len(cell_jobs) == 1, (running, jobs)
+        slurm.run("scancel", cell_jobs[0])
+        assert proc.wait(timeout=120) != 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not os.path.exists(os.path.join(cells, target, "summary.json"))
+    assert os.path.exists(os.path.join(cells, target, "checkpoint.pt"))
+    code, out = run(slurm, work, argv)
+    assert code == 0, out[-4000:]
+    assert list(submitted(out).values()) == ["train_cell"], out
+    with open(os.path.join(work, "results", "resume", "logs", "cells", target + ".log")) as f:
+        text = f.read()
+    assert "resuming from" in text, text[-3000:]
+    summary = read_json(os.path.join(cells, target, "summary.json"))
+    assert summary["status"] == "completed" and summary["epochs_done"] == 4
