@@ -8,7 +8,7 @@ check, one profiled step, the data pipeline against the torchvision baseline, th
 (atomic) and a table (table.py). `--probe` instead writes a short timing probe per model
 for cost prediction (probe.py). The runners and the timing rounds are runners.py.
 
-A bench stopped by SIGTERM or SIGINT (a lease's timeout, say: a cold `--compile on` bench takes
+A bench stopped by SIGTERM or SIGINT (a time limit's, say: a cold `--compile on` bench takes
 minutes) writes what it had finished to OUT.partial.json, marked `"partial"`, and exits 128+signal;
 OUT itself is written only by a finished run, so nothing that reads it sees half a bench.
 
