@@ -10,19 +10,24 @@ job for; how a job runs (runner_args, train_options, data_args) is not, so that 
 policy, runner or thread count never retrains a finished cell.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import shlex
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import study
 import yaml
 
 
-def quote(args):
+def quote(args: Iterable[object]) -> str:
     return " ".join(shlex.quote(str(a)) for a in args)
 
 
-def runner_args(cfg, torch, cell_dir, threads, data_dir=None):
+def runner_args(
+    cfg: Mapping[str, Any], torch: str, cell_dir: str, threads: int, data_dir: Optional[str] = None
+) -> list[Union[str, int]]:
     """Options of workflow/scripts/run_cell.py (docs/contracts.md)."""
     args = ["--runner", cfg["runner"], "--torch", torch, "--cell-dir", cell_dir]
     args += ["--lock", cfg["containers"]["lock"], "--gpu", cfg["gpu"], "--threads", threads]
@@ -35,7 +40,7 @@ def runner_args(cfg, torch, cell_dir, threads, data_dir=None):
     return args
 
 
-def train_args(cfg, params):
+def train_args(cfg: Mapping[str, Any], params: Mapping[str, Any]) -> list[Union[str, int]]:
     """`densenet train` options of one cell (the runner adds --out and --data-dir).
 
     Training never downloads (prepare_data did, once); --require-official makes the trainer
@@ -57,7 +62,7 @@ def train_args(cfg, params):
     return args
 
 
-def train_options(cfg):
+def train_options(cfg: Mapping[str, Any]) -> list[str]:
     """`densenet train` options that do not change what a cell computes (not rule params,
     so switching them never retrains finished cells).
 
@@ -69,7 +74,7 @@ def train_options(cfg):
     return args + ["--overlap", t["overlap"]]
 
 
-def gradcheck_args(cfg, env_params):
+def gradcheck_args(cfg: Mapping[str, Any], env_params: Mapping[str, Any]) -> list[Union[str, int]]:
     """`densenet gradcheck` options of one environment."""
     g = cfg["gradcheck"]
     args = ["--model", g["model"], "--batch-size", g["batch_size"], "--seed", g["seed"]]
@@ -79,7 +84,7 @@ def gradcheck_args(cfg, env_params):
     return args
 
 
-def data_args(cfg, action):
+def data_args(cfg: Mapping[str, Any], action: str) -> list[str]:
     """How prepare_data.py gets the data (not a rule param: once the data is in place the
     action becomes `identify`, and that must not redo the job)."""
     args = ["--action", action]
@@ -88,7 +93,9 @@ def data_args(cfg, action):
     return args
 
 
-def densenet_argv(python, argv, out, data_dir=None):
+def densenet_argv(
+    python: str, argv: Sequence[str], out: str, data_dir: Optional[str] = None
+) -> list[str]:
     """The full command of one job: `PYTHON -m densenet SUBCOMMAND ... --out OUT [--data-dir
     DIR]`, with the paths as the started process sees them (inside a container: /cell, /data).
     argv is the subcommand and its options, as the rule gave them to run_cell.py."""
@@ -100,13 +107,13 @@ def densenet_argv(python, argv, out, data_dir=None):
 IMAGE_REF_COMMANDS = ("train", "gradcheck", "bench")
 
 
-def subcommand(argv):
+def subcommand(argv: Sequence[str]) -> Optional[str]:
     """The densenet subcommand in ["python", "-m", "densenet", SUB, ...], or None."""
     rest = argv[argv.index("densenet") + 1 :] if "densenet" in argv else []
     return rest[0] if rest else None
 
 
-def with_image_ref(argv, ref):
+def with_image_ref(argv: Sequence[str], ref: str) -> list[str]:
     """densenet_argv's command with `--image-ref REF`, known only once the docker runner has
     resolved the image (tag@digest); unchanged for other subcommands or when already given."""
     if subcommand(argv) in IMAGE_REF_COMMANDS and "--image-ref" not in argv:
@@ -114,13 +121,13 @@ def with_image_ref(argv, ref):
     return list(argv)
 
 
-def progress_args(python, script, study_dir):
+def progress_args(python: str, script: str, study_dir: str) -> list[str]:
     """The best-effort report re-render after each cell (publish_report.py --progress)."""
     manifest = os.path.join(study_dir, "manifest.json")
     return [python, script, "--progress", "--manifest", manifest, "--out", study_dir + "/report"]
 
 
-def str_tag(text):
+def str_tag(text: str) -> str:
     """`text`, or `!!str text` where Snakemake's --config parser would read another value
     from it: it tries int() and float() first (so '1e5' and 'nan' become numbers), then YAML."""
     for number in (int, float):
@@ -136,7 +143,9 @@ def str_tag(text):
     return text if same else "!!str " + text
 
 
-def cli_args(configfiles, config):
+def cli_args(
+    configfiles: Sequence[Union[str, os.PathLike[str]]], config: Mapping[str, Any]
+) -> list[str]:
     """--configfile/--config as Snakemake was given them, for each cell's rerun command.
 
     One flag each, with all their values: Snakemake keeps only the last of repeated flags."""

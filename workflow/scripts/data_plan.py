@@ -7,9 +7,12 @@ where the study allows it, the cells train on `synthetic` and the manifest says 
 changes which cells exist, so it cannot wait until a job runs.
 """
 
+from __future__ import annotations
+
 import os
 import socket
 import threading
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 from study import ConfigError  # sibling module (workflow/scripts)
 
@@ -28,12 +31,12 @@ DOWNLOAD_HOST = ("www.cs.toronto.edu", 443)
 BUILDABLE = ("cifar10",)
 
 
-def present(name, data_dir):
+def present(name: str, data_dir: str) -> bool:
     folder = os.path.join(data_dir, FOLDERS[name])
     return all(os.path.isfile(os.path.join(folder, f)) for f in FILES[name])
 
 
-def check_dir(name, data_dir):
+def check_dir(name: str, data_dir: str) -> None:
     """data.dir names the folder *above* cifar-10-batches-py / cifar-100-python. A common slip
     names that folder itself: the plan would not see the files there and would download or
     build a second copy inside it, without saying why."""
@@ -52,7 +55,7 @@ def check_dir(name, data_dir):
         )
 
 
-def builder_problem(builder):
+def builder_problem(builder: str) -> Optional[str]:
     """Why the configured builder cannot run (None when it can). A wrong path is the config's
     mistake: with `fallback: none` it is a config error, with `fallback: synthetic` the
     fallback sentence names it (a checkout without ../shared, where the default config's
@@ -64,12 +67,12 @@ def builder_problem(builder):
     return None
 
 
-def network_reachable(address=DOWNLOAD_HOST, timeout=3.0):
+def network_reachable(address: tuple[str, int] = DOWNLOAD_HOST, timeout: float = 3.0) -> bool:
     """True when a TCP connection to the download host opens within `timeout` seconds
     (name resolution included: it runs in a thread, since getaddrinfo has no timeout)."""
     answer = []
 
-    def probe():
+    def probe() -> None:
         try:
             socket.create_connection(address, timeout=timeout).close()
             answer.append(True)
@@ -82,7 +85,7 @@ def network_reachable(address=DOWNLOAD_HOST, timeout=3.0):
     return bool(answer)
 
 
-def network_reachable_once():
+def network_reachable_once() -> bool:
     """network_reachable(), probed once per Snakemake invocation: the answer goes into the
     environment, which the job processes Snakemake spawns inherit (they re-read the DAG)."""
     cached = os.environ.get("DENSENET_NETWORK")
@@ -92,7 +95,9 @@ def network_reachable_once():
     return cached == "yes"
 
 
-def action(name, data_cfg, network):
+def action(
+    name: str, data_cfg: Mapping[str, Any], network: Callable[[], bool]
+) -> tuple[Optional[str], Optional[str]]:
     """(how, why) for one real dataset: how is identify | download | build, or None = fall
     back to synthetic; why names a configured builder that cannot run, else None."""
     builder = data_cfg["builder"]
@@ -119,7 +124,11 @@ def action(name, data_cfg, network):
     return "identify", None
 
 
-def plan(data_cfg, datasets, network=network_reachable_once):
+def plan(
+    data_cfg: Mapping[str, Any],
+    datasets: Iterable[str],
+    network: Callable[[], bool] = network_reachable_once,
+) -> tuple[dict[str, str], dict[str, str], Optional[str]]:
     """Decide, per dataset of the study, how prepare_data gets it.
 
     Returns (actions, effective, fallback): actions maps each real dataset kept to

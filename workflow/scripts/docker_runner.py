@@ -24,6 +24,8 @@ The container runs as the caller's uid:gid, without network, capabilities, privi
 escalation or the docker socket. HOME is /tmp: an arbitrary uid has no home in the image.
 """
 
+from __future__ import annotations
+
 import contextlib
 import json
 import os
@@ -34,6 +36,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import docker
 from commands import subcommand, with_image_ref
@@ -41,6 +44,12 @@ from docker.types import DeviceRequest, Mount
 from job_signals import Interrupted, catch_signals, restore_signals
 
 from densenet import atomic  # standard library only at import (the host needs no torch)
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from docker.models.containers import Container
+    from docker.models.images import Image
 
 CODE, CELL, DATA = "/code", "/cell", "/data"
 EXIT_NOT_RUN = 125  # docker's own code for "the container could not be run"
@@ -57,18 +66,18 @@ PIDS_LIMIT = 4096
 class RunnerError(Exception):
     """The job could not run, or was stopped from outside densenet; str() is one line."""
 
-    def __init__(self, reason, exit_code=EXIT_NOT_RUN):
+    def __init__(self, reason: str, exit_code: int = EXIT_NOT_RUN) -> None:
         Exception.__init__(self, reason)
         self.exit_code = exit_code
 
 
-def first_line(exc):
+def first_line(exc: BaseException) -> str:
     """The daemon's own words when it gave some (APIError.explanation), else str(exc)."""
     text = str(getattr(exc, "explanation", None) or exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def connect():
+def connect() -> docker.DockerClient:
     """A client of the daemon that DOCKER_HOST (or the default socket) names, known to answer."""
     where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     try:
@@ -84,13 +93,13 @@ def connect():
 # -- the image -------------------------------------------------------------------------------
 
 
-def repository(tag):
+def repository(tag: str) -> str:
     """'pytorch/pytorch:2.5.1-x' -> 'pytorch/pytorch' (a registry's port colon is not a tag)."""
     name, _, last = tag.rpartition(":")
     return name if name and "/" not in last else tag
 
 
-def get_or_pull(client, ref, log):
+def get_or_pull(client: docker.DockerClient, ref: str, log: Callable[[str], None]) -> Image:
     try:
         return client.images.get(ref)
     except docker.errors.ImageNotFound:
@@ -107,7 +116,9 @@ def get_or_pull(client, ref, log):
 PIN_COMMAND = "workflow/scripts/pin_images.py"  # the one writer of the lock's digests
 
 
-def current_digest(client, tag, log):
+def current_digest(
+    client: docker.DockerClient, tag: str, log: Callable[[str], None]
+) -> Optional[str]:
     """The registry digest `tag` points to now: the registry's answer, else (registry out of
     reach) the one the local copy was pulled with; None when the image has none (loaded or
     built under that name)."""
@@ -135,7 +146,9 @@ def current_digest(client, tag, log):
     return digests[0] if digests else None
 
 
-def resolve_image(client, image, log):
+def resolve_image(
+    client: docker.DockerClient, image: Mapping[str, Any], log: Callable[[str], None]
+) -> tuple[str, str]:
     """(what to run, what to record): the pinned image, pulled by digest if needed.
 
     Registry images run by digest (repo@sha256:...), so a moved tag cannot change what runs.
@@ -177,12 +190,21 @@ def resolve_image(client, image, log):
 # -- the container ---------------------------------------------------------------------------
 
 
-def caller_user():
+def caller_user() -> str:
     """uid:gid of this process: the container's files in the cell directory are the caller's."""
     return "%d:%d" % (os.getuid(), os.getgid())
 
 
-def container_settings(run_ref, image_ref, argv, cell_dir, data_dir, code_dir, gpu, mem_limit):
+def container_settings(
+    run_ref: str,
+    image_ref: str,
+    argv: Sequence[str],
+    cell_dir: str,
+    data_dir: Optional[str],
+    code_dir: str,
+    gpu: Optional[str],
+    mem_limit: Optional[str],
+) -> dict[str, Any]:
     """Keyword arguments of containers.run: everything the job gets, and nothing else."""
     package = os.path.join(os.path.abspath(code_dir), "densenet")
     mounts = [
@@ -231,7 +253,7 @@ def container_settings(run_ref, image_ref, argv, cell_dir, data_dir, code_dir, g
     return settings
 
 
-def remove(client, name):
+def remove(client: docker.DockerClient, name: str) -> None:
     try:
         client.api.remove_container(name, force=True)
     except docker.errors.NotFound:
@@ -256,7 +278,7 @@ for _ in range(3):  # a create the daemon was still serving may land after the f
 """
 
 
-def start_reaper(name):
+def start_reaper(name: str) -> tuple[int, subprocess.Popen[bytes]]:
     """(pipe fd, process): a watcher that removes container `name` once the fd closes."""
     read_end, write_end = os.pipe()  # not inheritable: no other child holds the write end
     try:
@@ -272,7 +294,7 @@ def start_reaper(name):
     return write_end, proc
 
 
-def stop_reaper(write_end, proc):
+def stop_reaper(write_end: int, proc: subprocess.Popen[bytes]) -> None:
     """The container is gone already: end the watcher without its removal round."""
     proc.kill()
     proc.wait()
@@ -280,13 +302,13 @@ def stop_reaper(write_end, proc):
 
 
 @contextlib.contextmanager
-def started(client, settings):
+def started(client: docker.DockerClient, settings: Mapping[str, Any]) -> Iterator[Container]:
     """A started container that is removed however the block ends: return, error, or
     SIGINT/SIGTERM (the signal is then delivered again, once the container is gone)."""
 
     caught = []
 
-    def on_signal(signum, frame):
+    def on_signal(signum: int, frame: Optional[FrameType]) -> None:
         # Only the first signal interrupts: a second Ctrl-C must not cut the cleanup short.
         if not caught:
             caught.append(signum)
@@ -323,7 +345,7 @@ def started(client, settings):
         raise RunnerError("interrupted by signal %d" % signum, 128 + signum)
 
 
-def stream(container, log):
+def stream(container: Container, log: Callable[[str], None]) -> None:
     """Pass the container's output to `log` line by line while it runs."""
     pending = b""
     for chunk in container.logs(stream=True, follow=True):
@@ -335,7 +357,9 @@ def stream(container, log):
         log(pending.decode("utf-8", "replace"))
 
 
-def run_container(client, settings, log):
+def run_container(
+    client: docker.DockerClient, settings: Mapping[str, Any], log: Callable[[str], None]
+) -> int:
     """Run to the end; the exit code, or RunnerError when the kernel or the daemon ended it."""
     with started(client, settings) as container:
         try:
@@ -367,7 +391,9 @@ def run_container(client, settings, log):
 # -- the GPU preflight -----------------------------------------------------------------------
 
 
-def preflight(client, settings, log):
+def preflight(
+    client: docker.DockerClient, settings: Mapping[str, Any], log: Callable[[str], None]
+) -> tuple[Optional[dict[str, Any]], Optional[str]]:
     """(environment, None) when the image's torch can use the job's GPU, else (environment or
     None, reason): `python -m densenet env` in the same container settings."""
     probe = dict(
@@ -395,7 +421,13 @@ def preflight(client, settings, log):
     return env, None
 
 
-def write_skipped(cell_dir, command, argv, env, reason):
+def write_skipped(
+    cell_dir: str,
+    command: Optional[str],
+    argv: Sequence[str],
+    env: Optional[Mapping[str, Any]],
+    reason: str,
+) -> None:
     """The result of a cell the preflight skipped, in densenet's own skip formats (train:
     summary.json status `skipped`; gradcheck: gradcheck.json verdict `skipped` with its
     environment), so the report cannot tell who skipped it; env.json for train cells. Other
@@ -432,7 +464,7 @@ def write_skipped(cell_dir, command, argv, env, reason):
     atomic.write_json(os.path.join(cell_dir, RESULT_FILES[command]), result)
 
 
-def wants_gpu(argv, gpu):
+def wants_gpu(argv: Sequence[str], gpu: Optional[str]) -> bool:
     """A GPU job: a GPU was assigned, or densenet is told to use CUDA."""
     pairs = zip(argv, list(argv[1:]) + [None])
     return gpu is not None or any(
@@ -443,7 +475,17 @@ def wants_gpu(argv, gpu):
 # -- the entry point -------------------------------------------------------------------------
 
 
-def run(image, argv, cell_dir, data_dir, code_dir, gpu, log, mem_limit=None, client=None):
+def run(
+    image: Mapping[str, Any],
+    argv: Sequence[str],
+    cell_dir: str,
+    data_dir: Optional[str],
+    code_dir: str,
+    gpu: Optional[str],
+    log: Callable[[str], None],
+    mem_limit: Optional[str] = None,
+    client: Optional[docker.DockerClient] = None,
+) -> int:
     """Run one job in its pinned image; see the module docstring."""
     client = client or connect()
     run_ref, image_ref = resolve_image(client, image, log)

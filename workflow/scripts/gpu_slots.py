@@ -7,20 +7,23 @@ checkout (GPUs are a host resource), in $DENSENET_GPU_LOCK_DIR or /tmp/densenet-
 the kernel drops a lock when its holder dies, so a killed job never leaks its GPU.
 """
 
+from __future__ import annotations
+
 import contextlib
 import fcntl
 import os
 import subprocess
 import time
+from typing import Callable, Iterator, Mapping, Optional, Sequence
 
 POLICIES = ("auto", "none", "inherit")
 
 
-def lock_dir():
+def lock_dir() -> str:
     return os.environ.get("DENSENET_GPU_LOCK_DIR") or "/tmp/densenet-gpu-slots"
 
 
-def nvidia_smi_gpus():
+def nvidia_smi_gpus() -> list[tuple[str, str]]:
     """[(index, uuid)] of nvidia-smi (PCI bus order); [] without nvidia-smi or GPUs."""
     try:
         out = subprocess.run(
@@ -37,7 +40,7 @@ def nvidia_smi_gpus():
     return [(row[0], row[1]) for row in rows if len(row) == 2 and row[1].startswith("GPU-")]
 
 
-def host_gpus():
+def host_gpus() -> list[str]:
     """GPU ids this process may use: CUDA_VISIBLE_DEVICES when set (as given: a scheduler's
     choice), else the UUIDs nvidia-smi lists. A UUID names one GPU for CUDA, for nvidia-smi
     and for docker alike, so the slot and the GPU a container gets cannot disagree."""
@@ -47,7 +50,7 @@ def host_gpus():
     return [uuid for _, uuid in nvidia_smi_gpus()]
 
 
-def docker_device(gpu):
+def docker_device(gpu: str) -> str:
     """The id docker's DeviceRequest takes for slot `gpu`: a UUID as is; an index only when
     CUDA numbers GPUs as nvidia-smi and docker do (CUDA_DEVICE_ORDER=PCI_BUS_ID), since CUDA's
     default order (fastest first) may differ. ValueError (one line) otherwise."""
@@ -66,7 +69,7 @@ def docker_device(gpu):
     raise ValueError("GPU %s: nvidia-smi lists no GPU with that index" % gpu)
 
 
-def open_lock(path):
+def open_lock(path: str) -> int:
     """A file descriptor of the lock file `path`, made when missing, usable by every user.
 
     Made 0666 whatever the umask; opened without O_CREAT when it exists, since a sticky
@@ -86,7 +89,7 @@ def open_lock(path):
     return fd
 
 
-def inherited(environ):
+def inherited(environ: Mapping[str, str]) -> list[str]:
     """Host GPU ids a scheduler allocated to this job, for a container that dockerd starts
     outside the job's cgroup: SLURM_JOB_GPUS / SLURM_STEP_GPUS name the node's own GPU
     indices, whereas CUDA_VISIBLE_DEVICES may be renumbered from 0 inside a device cgroup, so
@@ -100,7 +103,7 @@ def inherited(environ):
     return []
 
 
-def try_lock(path):
+def try_lock(path: str) -> Optional[int]:
     """An open fd holding an exclusive lock on path, or None when another job holds it."""
     fd = open_lock(path)
     try:
@@ -112,7 +115,12 @@ def try_lock(path):
 
 
 @contextlib.contextmanager
-def claim(policy, log=print, poll_s=2.0, gpus=None):
+def claim(
+    policy: str,
+    log: Callable[[str], None] = print,
+    poll_s: float = 2.0,
+    gpus: Optional[Sequence[str]] = None,
+) -> Iterator[Optional[str]]:
     """Yield the GPU id this job runs on (a string), or None for CPU / scheduler-chosen.
 
     auto: take a free GPU of this host (waiting while all are taken); None on a host without

@@ -7,10 +7,13 @@ atomically, once. Two pin commands at the same time serialise on a lock of the l
 directory and re-read the file under it.
 """
 
+from __future__ import annotations
+
 import contextlib
 import fcntl
 import os
 import re
+from typing import Any, Iterator, Mapping
 
 import yaml
 
@@ -23,7 +26,7 @@ class LockError(Exception):
     """The lock file is missing, malformed, or lacks the entry (one line, names the file)."""
 
 
-def entries(text):
+def entries(text: str) -> dict[Any, Any]:
     """The key -> entry mapping of a lock file's text (`images:` or a top-level mapping)."""
     data = yaml.safe_load(text) or {}
     images = data.get("images", data) if isinstance(data, dict) else None
@@ -32,7 +35,7 @@ def entries(text):
     return images
 
 
-def read_images(path):
+def read_images(path: str) -> dict[Any, Any]:
     """The key -> entry mapping of the lock file at `path`; LockError (one line naming the
     file and what is wrong) when it is missing, unreadable, not YAML or not that mapping."""
     try:
@@ -50,7 +53,7 @@ def read_images(path):
         raise LockError("%s: %s" % (path, exc)) from None
 
 
-def yaml_problem(exc):
+def yaml_problem(exc: yaml.YAMLError) -> str:
     """'line 2: expected the node content ...' from a YAMLError (its text spans lines)."""
     mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
     if mark is not None and problem:
@@ -58,7 +61,7 @@ def yaml_problem(exc):
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def read_entry(path, key):
+def read_entry(path: str, key: str) -> dict[str, Any]:
     """The entry of `key` as a dict with `key` added; LockError when it is not there."""
     images = read_images(path)
     if key not in images:
@@ -76,7 +79,7 @@ def read_entry(path, key):
 
 
 @contextlib.contextmanager
-def exclusive(path):
+def exclusive(path: str) -> Iterator[None]:
     """Hold an exclusive flock on the directory of `path` (the file itself gets replaced)."""
     fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
     try:
@@ -86,7 +89,7 @@ def exclusive(path):
         os.close(fd)
 
 
-def set_digest_text(text, key, digest):
+def set_digest_text(text: str, key: str, digest: str) -> str:
     """`text` with the digest of entry `key` set; only that line changes (or is added)."""
     lines = text.splitlines(True)
     head = re.compile(r"^(\s*)(['\"]?)%s\2\s*:\s*(#.*)?$" % re.escape(key))
@@ -121,7 +124,7 @@ def set_digest_text(text, key, digest):
     return "".join(lines)
 
 
-def write_digest(path, key, digest):
+def write_digest(path: str, key: str, digest: str) -> bool:
     """Record `digest` for `key` in the lock file; returns False when it was already there.
 
     Refuses (LockError) when the file holds another digest for the key: replacing a pin is
@@ -130,7 +133,7 @@ def write_digest(path, key, digest):
     return bool(write_digests(path, {key: digest}))
 
 
-def write_digests(path, digests, replace=False):
+def write_digests(path: str, digests: Mapping[str, str], replace: bool = False) -> list[str]:
     """Set the digest of each key of `digests` ({key: sha256:...}) in one atomic rewrite;
     returns the keys whose line changed. An existing different pin is replaced only when
     `replace`, else LockError; nothing is written when any key fails."""

@@ -1,6 +1,12 @@
 """Signal handling shared by the local and docker runners (standard library only)."""
 
+from __future__ import annotations
+
 import signal
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Union
+
+if TYPE_CHECKING:
+    from types import FrameType
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -9,12 +15,14 @@ class Interrupted(BaseException):
     """SIGINT/SIGTERM arrived while a job ran (BaseException: no `except Exception` between
     the handler and the runner's cleanup may swallow it and call the job failed)."""
 
-    def __init__(self, signum):
+    def __init__(self, signum: int) -> None:
         BaseException.__init__(self, "interrupted by signal %d" % signum)
         self.signum = signum
 
 
-def catch_signals(handler):
+def catch_signals(
+    handler: Callable[[int, Optional[FrameType]], None],
+) -> dict[signal.Signals, Union[Callable[[int, Optional[FrameType]], Any], int, None]]:
     """Install handler for SIGINT and SIGTERM; return the old handlers, to restore them.
 
     A signal the caller ignores stays ignored: a job started in the background, where shells
@@ -27,6 +35,8 @@ def catch_signals(handler):
     return old
 
 
-def restore_signals(old):
+def restore_signals(
+    old: Mapping[signal.Signals, Union[Callable[[int, Optional[FrameType]], Any], int, None]],
+) -> None:
     for s, handler in old.items():
         signal.signal(s, handler)

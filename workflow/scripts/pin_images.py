@@ -18,33 +18,44 @@ Exit status: 0 when every pin is current or was written, 1 on any error (the loc
 untouched), 3 when tags moved and their old pins were kept.
 """
 
+from __future__ import annotations
+
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional
 
 import image_lock
+
+if TYPE_CHECKING:
+    from docker import DockerClient
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXIT_ERROR, EXIT_MOVED = 1, 3
 
 
-def first_line(exc):
+def first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "explanation", None) or exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def repository(tag):
+def repository(tag: str) -> str:
     """'pytorch/pytorch:2.5.1-x' -> 'pytorch/pytorch' (a registry's port colon is not a tag)."""
     name, _, last = tag.rpartition(":")
     return name if name and "/" not in last else tag
 
 
-def registry_digest(client, ref):
+def registry_digest(client: DockerClient, ref: str) -> str:
     """The registry's content digest of `ref` (a tag or repository@digest)."""
     return client.images.get_registry_data(ref).id
 
 
-def plan(client, images, keys, update_moved):
+def plan(
+    client: DockerClient,
+    images: Mapping[str, Mapping[str, Any]],
+    keys: Iterable[str],
+    update_moved: bool,
+) -> tuple[list[str], dict[str, str], int, int]:
     """(report lines, {key: digest} to write, error count, moved-and-kept count)."""
     lines, writes, errors, kept = [], {}, 0, 0
     for key in keys:
@@ -84,7 +95,7 @@ def plan(client, images, keys, update_moved):
     return lines, writes, errors, kept
 
 
-def main(argv=None):
+def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("keys", nargs="*", metavar="KEY", help="lock keys to pin [all]")
     p.add_argument("--lock", default=os.path.join(REPO, "containers", "images.lock.yaml"))

@@ -18,10 +18,13 @@ no probe covers gets predicted_s null and says so. Host side: standard library o
 may have no torch; densenet.atomic imports none).
 """
 
+from __future__ import annotations
+
 import json
 import math
 import os
 import sys
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
@@ -35,7 +38,7 @@ class InputError(Exception):
     """A manifest or probe that cannot be used; one line naming the file."""
 
 
-def read_json(path, what):
+def read_json(path: str, what: str) -> dict[str, Any]:
     """The JSON object of `path` (`what`: manifest, cost probe); InputError when the file is
     missing, unreadable, not JSON or not an object."""
     try:
@@ -52,14 +55,14 @@ def read_json(path, what):
     return data
 
 
-def read_probe(path):
+def read_probe(path: str) -> dict[str, Any]:
     probe = read_json(path, "cost probe")
     if probe.get("kind") != "cost-probe":
         raise InputError("%s is not a cost probe (bench --probe output)" % path)
     return probe
 
 
-def read_manifest(path):
+def read_manifest(path: str) -> dict[str, Any]:
     manifest = read_json(path, "manifest")
     cells = manifest.get("cells")
     if not isinstance(cells, list) or not all(isinstance(c, dict) for c in cells):
@@ -67,7 +70,9 @@ def read_manifest(path):
     return manifest
 
 
-def cell_sizes(params, overrides, probe):
+def cell_sizes(
+    params: Mapping[str, Any], overrides: Mapping[str, Any], probe: Mapping[str, Any]
+) -> tuple[int, int, int, int]:
     """(epochs, n_train, n_test, batch) of a cell: its protocol, then the study's `train`
     overrides, then any size in the cell's own params; full sizes capped by the dataset."""
     proto = dict(probe["protocols"][params["protocol"]])
@@ -81,7 +86,7 @@ def cell_sizes(params, overrides, probe):
     return proto["epochs"], n_train, n_test, proto["batch_size"]
 
 
-def match_rank(cell, probe):
+def match_rank(cell: Mapping[str, Any], probe: Mapping[str, Any]) -> tuple[int, str]:
     """(rank, words): 0 = the cell's own environment was probed, 1 = same device and numerics
     flags, 2 = same device, 3 = another device."""
     p, env = cell["params"], probe["env"]
@@ -96,7 +101,9 @@ def match_rank(cell, probe):
     return 3, "probe on %s, cell on %s" % (env["device"], p.get("device"))
 
 
-def predict_cell(cell, probes, overrides):
+def predict_cell(
+    cell: Mapping[str, Any], probes: Sequence[Mapping[str, Any]], overrides: Mapping[str, Any]
+) -> dict[str, Any]:
     """{"predicted_s", "basis", "epoch_s", "epochs"} for one manifest cell."""
     p = cell["params"]
     usable = [pr for pr in probes if p["model"] in pr["models"]]
@@ -145,12 +152,16 @@ def predict_cell(cell, probes, overrides):
     }
 
 
-def predict(manifest, probes):
+def predict(
+    manifest: Mapping[str, Any], probes: Sequence[Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
     overrides = (manifest.get("config") or {}).get("train") or {}
     return {c["id"]: predict_cell(c, probes, overrides) for c in manifest["cells"]}
 
 
-def probe_args(cells, env_id, env_params):
+def probe_args(
+    cells: Iterable[Mapping[str, Any]], env_id: str, env_params: Mapping[str, Any]
+) -> list[str]:
     """`densenet bench --probe` options of one environment (workflow/rules/cost.smk): the
     models and optimizers of its cells, its numerics flags, and its id, so that each cell's
     prediction can name the probe of its own environment."""
@@ -162,7 +173,7 @@ def probe_args(cells, env_id, env_params):
     return args + ["--env-id", env_id]
 
 
-def main(argv=None):
+def main(argv: Optional[list[str]] = None) -> int:
     ap = Parser(description=__doc__.splitlines()[0])
     ap.add_argument("--manifest", required=True)
     ap.add_argument("--out", required=True)

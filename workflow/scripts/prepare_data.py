@@ -8,11 +8,14 @@ itself stays where the study's config points, outside Snakemake's bookkeeping, s
 rerun never deletes an official copy. Errors: one line on stderr, exit 1.
 """
 
+from __future__ import annotations
+
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from typing import Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
@@ -21,7 +24,7 @@ from densenet import atomic, data  # noqa: E402  (the repo root is not on sys.pa
 from densenet.argcheck import Parser  # noqa: E402
 
 
-def build(builder, name, data_dir):
+def build(builder: str, name: str, data_dir: str) -> None:
     """Run the offline builder into a temp dir beside the target, then move the folder into
     place, so an interrupted build never leaves a half-written dataset behind."""
     os.makedirs(data_dir, exist_ok=True)
@@ -33,7 +36,7 @@ def build(builder, name, data_dir):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def builder_problem(builder):
+def builder_problem(builder: Optional[str]) -> Optional[str]:
     """None, or why --builder cannot build (checked before the data dir is touched)."""
     if not builder:
         return "required with --action build (the offline builder script)"
@@ -43,7 +46,7 @@ def builder_problem(builder):
     return None
 
 
-def main(argv=None):
+def main(argv: Optional[list[str]] = None) -> int:
     p = Parser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", required=True, choices=sorted(data.FOLDERS))
     p.add_argument("--data-dir", required=True)

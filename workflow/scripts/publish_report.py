@@ -9,12 +9,15 @@ re-render after each finished cell: it never waits (another render holding the l
 show this cell, or the final render will), never fails its job, and says why it skipped.
 """
 
+from __future__ import annotations
+
 import fcntl
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from typing import Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -23,7 +26,7 @@ sys.path.insert(0, REPO)  # densenet.argcheck (standard library only)
 from densenet.argcheck import Parser  # noqa: E402
 
 
-def swap_in(tmp, out):
+def swap_in(tmp: str, out: str) -> None:
     """Replace the folder `out` by `tmp` (two renames; `out` is missing only in between)."""
     old = None
     if os.path.isdir(out):
@@ -35,7 +38,7 @@ def swap_in(tmp, out):
         shutil.rmtree(old, ignore_errors=True)
 
 
-def render(manifest, out):
+def render(manifest: str, out: str) -> int:
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".report-new-", dir=parent)
@@ -55,7 +58,7 @@ def render(manifest, out):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def main(argv=None):
+def main(argv: Optional[list[str]] = None) -> int:
     p = Parser(description=__doc__.splitlines()[0])
     p.add_argument("--manifest", required=True)
     p.add_argument("--out", required=True)

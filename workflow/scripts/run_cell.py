@@ -19,6 +19,8 @@ output, so this is where the report finds why), and the child's exit code. An in
 (SIGINT/SIGTERM) leaves no failure.json: the cell stays resumable from its checkpoint.
 """
 
+from __future__ import annotations
+
 import argparse
 import collections
 import json
@@ -27,6 +29,7 @@ import platform
 import signal
 import subprocess
 import sys
+from typing import TYPE_CHECKING, Any, Callable, Mapping, NoReturn, Optional, Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -40,6 +43,9 @@ from job_signals import Interrupted, catch_signals, restore_signals  # noqa: E40
 from densenet import atomic, gitinfo  # noqa: E402  (standard library only: no torch here)
 from densenet.argcheck import Parser, dir_problem  # noqa: E402
 
+if TYPE_CHECKING:
+    from types import FrameType
+
 RESULTS = {"train": "summary.json", "gradcheck": "gradcheck.json", "bench": "probe.json"}
 # Subcommands whose --out is a file in the cell directory rather than the directory itself.
 OUT_IS_FILE = ("bench",)
@@ -51,17 +57,17 @@ CONTAINER_CELL, CONTAINER_DATA = "/cell", "/data"
 class Log(object):
     """Echo the job's lines to stdout (Snakemake's log) and keep the last ones for failure.json."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.tail = collections.deque(maxlen=LOG_TAIL_LINES)
 
-    def __call__(self, line):
+    def __call__(self, line: str) -> None:
         line = line.rstrip("\n")
         self.tail.append(line)
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
 
-def read_json(path):
+def read_json(path: str) -> Any:
     try:
         with open(path) as f:
             return json.load(f)
@@ -69,7 +75,7 @@ def read_json(path):
         return None
 
 
-def host_environ():
+def host_environ() -> dict[str, str]:
     """What densenet cannot see from inside a container: the host's git SHA and name."""
     env = {"DENSENET_HOST": os.environ.get("DENSENET_HOST") or platform.node()}
     sha = os.environ.get("DENSENET_GIT_SHA") or gitinfo.describe(REPO)
@@ -78,7 +84,7 @@ def host_environ():
     return env
 
 
-def die_with_parent():
+def die_with_parent() -> None:
     """Child side of Popen: get SIGTERM if the runner dies, even by SIGKILL (Linux prctl)."""
     try:
         import ctypes
@@ -88,14 +94,23 @@ def die_with_parent():
         pass
 
 
-def out_path(command, cell_dir):
+def out_path(command: str, cell_dir: str) -> str:
     """What --out names: the cell directory, or the result file in it (bench)."""
     if command in OUT_IS_FILE:
         return "%s/%s" % (cell_dir.rstrip("/"), RESULTS[command])
     return cell_dir
 
 
-def run_local(argv, cell_dir, data_dir, gpu_policy, gpu, threads, log, python=None):
+def run_local(
+    argv: Sequence[str],
+    cell_dir: str,
+    data_dir: Optional[str],
+    gpu_policy: str,
+    gpu: Optional[str],
+    threads: int,
+    log: Callable[[str], None],
+    python: Optional[str] = None,
+) -> int:
     """Run `python -m densenet` in this environment (or with the interpreter `python`, the venv
     runner's); return its exit code."""
     python = python or sys.executable
@@ -119,7 +134,7 @@ def run_local(argv, cell_dir, data_dir, gpu_policy, gpu, threads, log, python=No
         preexec_fn=die_with_parent,
     )
 
-    def forward(signum, frame):
+    def forward(signum: int, frame: Optional[FrameType]) -> NoReturn:
         # The child may have had the signal already (Ctrl-C reaches the whole process
         # group); SIGTERM ends it either way, and its last checkpoint is complete.
         if proc.poll() is None:
@@ -138,7 +153,9 @@ def run_local(argv, cell_dir, data_dir, gpu_policy, gpu, threads, log, python=No
         restore_signals(old)
 
 
-def docker_gpu(args, gpu, environ=None):
+def docker_gpu(
+    args: argparse.Namespace, gpu: Optional[str], environ: Optional[Mapping[str, str]] = None
+) -> Optional[str]:
     """The GPU(s) a docker job's container gets: the slot allocator's, or under `--gpu inherit`
     the scheduler's allocation (comma-joined host ids). RuntimeError when a job that asked for
     a GPU (--device cuda) has none: dockerd starts containers outside the job's cgroup, so
@@ -154,12 +171,19 @@ def docker_gpu(args, gpu, environ=None):
     return gpu
 
 
-def wants_cuda(argv):
+def wants_cuda(argv: Sequence[str]) -> bool:
     pairs = zip(argv, list(argv[1:]) + [None])
     return any(a == "--device=cuda" or (a, b) == ("--device", "cuda") for a, b in pairs)
 
 
-def run_docker(argv, cell_dir, data_dir, args, gpu, log):
+def run_docker(
+    argv: Sequence[str],
+    cell_dir: str,
+    data_dir: Optional[str],
+    args: argparse.Namespace,
+    gpu: Optional[str],
+    log: Callable[[str], None],
+) -> int:
     """Run the job in the pinned image of args.torch (workflow/scripts/docker_runner.py)."""
     if gpu is not None:
         # The slot allocator's GPU: docker numbers GPUs as nvidia-smi does, CUDA may not, so
@@ -189,7 +213,7 @@ def run_docker(argv, cell_dir, data_dir, args, gpu, log):
     return docker_runner.run(image, argv, cell_dir, data_dir, REPO, gpu, log, mem_limit=mem_limit)
 
 
-def outcome(command, cell_dir):
+def outcome(command: str, cell_dir: str) -> tuple[bool, Optional[str]]:
     """(ok, reason): did the child leave a result that is not a failure?"""
     name = RESULTS.get(command)
     if not name:
@@ -209,7 +233,7 @@ def outcome(command, cell_dir):
     return True, None
 
 
-def child_error(lines):
+def child_error(lines: Sequence[str]) -> Optional[str]:
     """The text of the child's last `error:` line (densenet's one-line failure or usage
     error, e.g. "python -m densenet train: error: argument --model: ..."), or None."""
     for line in reversed(lines):
@@ -219,7 +243,7 @@ def child_error(lines):
     return None
 
 
-def prepare_dir(cell_dir, command):
+def prepare_dir(cell_dir: str, command: str) -> None:
     """Make the cell directory and remove the stale verdicts of an earlier run, which must
     not decide this one (OSError, e.g. a directory where summary.json should be)."""
     os.makedirs(cell_dir, exist_ok=True)
@@ -228,7 +252,7 @@ def prepare_dir(cell_dir, command):
             os.remove(os.path.join(cell_dir, name))
 
 
-def parse_args(argv):
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p = Parser(description=__doc__.splitlines()[0])
     p.add_argument("--runner", required=True, choices=("local", "docker", "venv"))
     p.add_argument("--torch", required=True, help="lock key (docker, venv) or `local`")
@@ -257,7 +281,7 @@ def parse_args(argv):
     return args
 
 
-def main(argv=None):
+def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     command, cell_dir = args.command[0], args.cell_dir
     try:

@@ -11,6 +11,8 @@ marker, and the next build starts from an empty folder. The venv runner
 PYTHONPATH: no daemon, no container, inside the job's own allocation.
 """
 
+from __future__ import annotations
+
 import glob
 import json
 import os
@@ -18,6 +20,7 @@ import re
 import shutil
 import subprocess
 import sys
+from typing import Any, Callable, Mapping, Optional
 
 import yaml
 
@@ -36,7 +39,7 @@ class EnvError(Exception):
     """A lock file, entry or interpreter that cannot be used (one line, names the thing)."""
 
 
-def read_lock(path):
+def read_lock(path: str) -> dict[str, Any]:
     """The key -> entry mapping of a venv lock file; EnvError naming the file otherwise."""
     try:
         with open(path) as f:
@@ -51,7 +54,7 @@ def read_lock(path):
     return {str(k): v for k, v in venvs.items()}
 
 
-def read_entry(path, key):
+def read_entry(path: str, key: str) -> dict[str, Any]:
     """{"key", "python", "requirements"} of `key`, checked: python X.Y, every line pinned."""
     venvs = read_lock(path)
     if key not in venvs:
@@ -73,7 +76,7 @@ def read_entry(path, key):
     return {"key": key, "python": python, "requirements": list(reqs)}
 
 
-def version_of(python):
+def version_of(python: str) -> Optional[str]:
     """'3.11' of an interpreter, or None when it does not run (a pyenv shim of another)."""
     try:
         out = subprocess.run(
@@ -87,7 +90,7 @@ def version_of(python):
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def find_python(version, environ=None):
+def find_python(version: str, environ: Optional[Mapping[str, str]] = None) -> str:
     """The interpreter of `version` ("3.8"): $DENSENET_PYTHON_38, python3.8 on PATH, or
     pyenv's ~/.pyenv/versions/3.8.*; EnvError naming what was tried."""
     environ = os.environ if environ is None else environ
@@ -112,7 +115,7 @@ def find_python(version, environ=None):
     )
 
 
-def complete(env_dir, entry):
+def complete(env_dir: str, entry: Mapping[str, Any]) -> Optional[dict[str, Any]]:
     """The marker of env_dir when it records this entry's python and requirements, else None."""
     try:
         with open(os.path.join(env_dir, MARKER)) as f:
@@ -123,7 +126,12 @@ def complete(env_dir, entry):
     return marker if same and marker.get("python", "").startswith(entry["python"]) else None
 
 
-def build(entry, env_dir, log=print, environ=None):
+def build(
+    entry: Mapping[str, Any],
+    env_dir: str,
+    log: Callable[[str], None] = print,
+    environ: Optional[Mapping[str, str]] = None,
+) -> dict[str, Any]:
     """Make env_dir the entry's environment (nothing to do when its marker matches); returns
     the marker. A partial or outdated folder is removed first."""
     marker = complete(env_dir, entry)
@@ -162,7 +170,7 @@ def build(entry, env_dir, log=print, environ=None):
     return marker
 
 
-def python_of(env_dir):
+def python_of(env_dir: str) -> str:
     """The interpreter the venv runner starts; RuntimeError when the environment is not built."""
     python = os.path.join(env_dir, "bin", "python")
     if not os.path.exists(os.path.join(env_dir, MARKER)) or not os.access(python, os.X_OK):
@@ -172,7 +180,7 @@ def python_of(env_dir):
     return python
 
 
-def main(argv=None):
+def main(argv: Optional[list[str]] = None) -> int:
     p = Parser(description=__doc__.splitlines()[0])
     p.add_argument("--lock", required=True)
     p.add_argument("--key", required=True)

@@ -9,8 +9,11 @@ the protocol's default applies: long enough for the protocol's longest cell on o
 Memory is host memory, not the GPU's: a fixed figure per device kind, doubled per retry.
 """
 
+from __future__ import annotations
+
 import json
 import math
+from typing import Any, Mapping, Optional
 
 # Predicted seconds x MARGIN + STARTUP_MIN: the prediction was off by -7% to +32% in
 # docs/benchmarks/cost-prediction.md; 1.5x leaves room for a slower node of the same kind.
@@ -24,7 +27,7 @@ DEFAULT_RUNTIME_MIN = {"smoke": 60, "short": 720, "paper": 2880}
 MEM_MB = {"cpu": 4000, "gpu": 8000}
 
 
-def read_predicted(path, cell):
+def read_predicted(path: str, cell: str) -> Optional[float]:
     """predicted_s of `cell` in predicted_cost.json, or None (no file yet, unreadable, no
     prediction for that cell)."""
     try:
@@ -36,7 +39,7 @@ def read_predicted(path, cell):
     return float(value) if isinstance(value, (int, float)) and value >= 0 else None
 
 
-def runtime_minutes(predicted_s, protocol, attempt=1):
+def runtime_minutes(predicted_s: Optional[float], protocol: str, attempt: int = 1) -> int:
     """Time limit in minutes (module docstring)."""
     if predicted_s is None:
         base = DEFAULT_RUNTIME_MIN.get(protocol, DEFAULT_RUNTIME_MIN["paper"])
@@ -45,7 +48,7 @@ def runtime_minutes(predicted_s, protocol, attempt=1):
     return base * 2 ** (max(attempt, 1) - 1)
 
 
-def mem_mb(cfg, attempt=1):
+def mem_mb(cfg: Mapping[str, Any], attempt: int = 1) -> int:
     """Host memory in MB of a training, gradient-check or probe job."""
     kind = "cpu" if cfg["device"] == "cpu" or cfg["gpu"] == "none" else "gpu"
     return MEM_MB[kind] * 2 ** (max(attempt, 1) - 1)

@@ -5,11 +5,14 @@ logic is unit-tested on its own (tests/test_pipeline_config.py). Every error is 
 whose message is one line naming the offending key and value.
 """
 
+from __future__ import annotations
+
 import copy
 import hashlib
 import itertools
 import json
 import shlex
+from typing import Any, Collection, Iterable, Mapping, Optional, Sequence, Union
 
 import jsonschema
 import yaml
@@ -47,7 +50,7 @@ class ConfigError(ValueError):
     """A config problem, told in one line that names the key and the value."""
 
 
-def on_off(value):
+def on_off(value: Union[bool, str]) -> str:
     """YAML 1.1 reads a bare on/off as a boolean: map both spellings to "on"/"off"."""
     if value is True:
         return "on"
@@ -56,7 +59,7 @@ def on_off(value):
     return value
 
 
-def key_path(path):
+def key_path(path: Iterable[Union[str, int]]) -> str:
     """deque(['axes', 'cudnn', 1]) -> 'axes.cudnn[1]'."""
     text = ""
     for part in path:
@@ -64,7 +67,7 @@ def key_path(path):
     return text or "(top level)"
 
 
-def describe(error):
+def describe(error: jsonschema.exceptions.ValidationError) -> str:
     """One line for a jsonschema error: where, what was found, what is allowed."""
     where = key_path(error.absolute_path)
     kind, value = error.validator, error.instance
@@ -98,7 +101,7 @@ def describe(error):
     return "%s: %s" % (where, error.message.replace("\n", " "))
 
 
-def quote_hint(where, text_expected, value):
+def quote_hint(where: str, text_expected: bool, value: object) -> str:
     """Why a number stands where text was meant, and the fix. YAML reads 2024 or 2.10 as
     numbers (2.10 as 2.1), and so does Snakemake for a top-level --config value, whose quotes
     it strips; converting the number back could not restore '2.10', so the text must be
@@ -115,7 +118,9 @@ def quote_hint(where, text_expected, value):
     return " (read as a %s; %s)" % (kind, how)
 
 
-def typed(value, schema=None, root=None):
+def typed(
+    value: Any, schema: Optional[Mapping[str, Any]] = None, root: Optional[Mapping[str, Any]] = None
+) -> Any:
     """Snakemake parses nested --config values with YAML's BaseLoader, so every leaf arrives
     as a string ('200', 'null'); read such leaves again as YAML scalars. Where the schema
     says a key is text (a study name, a torch key), the string is kept as given: read as
@@ -142,7 +147,7 @@ def typed(value, schema=None, root=None):
     return value
 
 
-def resolve(schema, root):
+def resolve(schema: object, root: Optional[Mapping[str, Any]]) -> Mapping[str, Any]:
     """schema with a local $ref ('#/definitions/x') followed."""
     ref = schema.get("$ref", "") if isinstance(schema, dict) else ""
     if not ref.startswith("#/"):
@@ -153,21 +158,25 @@ def resolve(schema, root):
     return resolve(node, root)
 
 
-def schema_types(schema):
+def schema_types(schema: Mapping[str, Any]) -> list[str]:
     kind = schema.get("type", [])
     return [kind] if isinstance(kind, str) else list(kind)
 
 
-def is_text(schema):
+def is_text(schema: Mapping[str, Any]) -> bool:
     """A key whose only non-null type is string (no on/off boolean spelling to read)."""
     return [t for t in schema_types(schema) if t != "null"] == ["string"]
 
 
-def allows_null(schema):
+def allows_null(schema: Mapping[str, Any]) -> bool:
     return "null" in schema_types(schema)
 
 
-def apply_overrides(config, overrides, schema=None):
+def apply_overrides(
+    config: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    schema: Optional[Mapping[str, Any]] = None,
+) -> dict[str, Any]:
     """config with the --config overrides (Snakemake's parse) merged in again, typed (by
     the schema, where given)."""
     merged = copy.deepcopy(dict(config))
@@ -182,7 +191,7 @@ def apply_overrides(config, overrides, schema=None):
     return merged
 
 
-def merge(base, update):
+def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in update.items():
         both = isinstance(value, dict) and isinstance(out.get(key), dict)
@@ -190,7 +199,7 @@ def merge(base, update):
     return out
 
 
-def validate(config, schema):
+def validate(config: dict[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
     """Check config against the JSON schema and the rules a schema cannot say; return a
     normalized deep copy (on/off spelled as strings). Raises ConfigError."""
     validator = jsonschema.Draft7Validator(schema)
@@ -219,7 +228,7 @@ def validate(config, schema):
 VENV_DEFAULTS = {"venvs": "containers/venvs.lock.yaml", "venv_dir": ".venvs"}
 
 
-def check_semantics(cfg):
+def check_semantics(cfg: Mapping[str, Any]) -> None:
     axes = cfg["axes"]
     for axis in ON_OFF_AXES:
         if len(set(axes[axis])) != len(axes[axis]):
@@ -262,7 +271,7 @@ def check_semantics(cfg):
         )
 
 
-def check_torch_keys(cfg, lock_keys, lock_path):
+def check_torch_keys(cfg: Mapping[str, Any], lock_keys: Collection[object], lock_path: str) -> None:
     """Docker studies name images by keys of the lock file, venv studies environments by keys
     of theirs."""
     if cfg["runner"] == "local":
@@ -275,7 +284,9 @@ def check_torch_keys(cfg, lock_keys, lock_path):
             )
 
 
-def check_digests(cfg, images, lock_path):
+def check_digests(
+    cfg: Mapping[str, Any], images: Mapping[str, Mapping[str, Any]], lock_path: str
+) -> None:
     """Strict studies (containers.strict_digests) run registry images by pinned digest only:
     an axis key whose registry image has no digest is a config error before any job."""
     if cfg["runner"] != "docker" or not cfg["containers"]["strict_digests"]:
@@ -290,7 +301,7 @@ def check_digests(cfg, images, lock_path):
             )
 
 
-def leaf_keys(tree, prefix=""):
+def leaf_keys(tree: Mapping[Any, Any], prefix: str = "") -> set[str]:
     """Dotted paths of the non-mapping values of a nested dict."""
     keys = set()
     for key, value in tree.items():
@@ -302,7 +313,9 @@ def leaf_keys(tree, prefix=""):
     return keys
 
 
-def check_study_files(default_config, study_configs):
+def check_study_files(
+    default_config: Mapping[Any, Any], study_configs: Sequence[tuple[str, Mapping[Any, Any]]]
+) -> None:
     """Snakemake merges --configfile files over config/config.yaml key by key, so a study
     file that leaves a key out silently inherits the default study's value (its tiny
     n_train, say). A study file therefore sets every key; --config KEY=VALUE tweaks one."""
@@ -320,7 +333,7 @@ def check_study_files(default_config, study_configs):
         )
 
 
-def cell_id(params):
+def cell_id(params: Mapping[str, Any]) -> str:
     """A readable id holding every axis, so adding a value to an axis never renames cells. The
     recipe shows where it is not the default lua (`sgd.recipe-bamos.torch-...`): the ids of
     lua cells stay those of the studies written before the recipe axis."""
@@ -345,7 +358,7 @@ def cell_id(params):
     )
 
 
-def env_id(params):
+def env_id(params: Mapping[str, Any]) -> str:
     p = params
     return "torch-%s.%s.cudnn-%s.tf32-%s.canary-%s" % (
         p["torch"],
@@ -356,11 +369,13 @@ def env_id(params):
     )
 
 
-def excluded(params, rules):
+def excluded(params: Mapping[str, Any], rules: Iterable[Mapping[str, Any]]) -> bool:
     return any(all(params[k] == v for k, v in rule.items()) for rule in rules)
 
 
-def build_matrix(cfg, effective_dataset):
+def build_matrix(
+    cfg: Mapping[str, Any], effective_dataset: Mapping[str, str]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Cells (product of the axes minus exclusions, dataset after any fallback) and the
     environments they use. Returns (cells, envs), each a list of {"id", "params", ...}."""
     axes = cfg["axes"]
@@ -389,19 +404,25 @@ def build_matrix(cfg, effective_dataset):
     return cells, [{"id": k, "params": v} for k, v in envs.items()]
 
 
-def config_hash(cfg):
+def config_hash(cfg: Mapping[str, Any]) -> str:
     text = json.dumps(cfg, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def rerun_command(summary_path, cli_args):
+def rerun_command(summary_path: str, cli_args: Iterable[str]) -> str:
     """The one command that retrains one cell. The targets come before cli_args: --config
     takes every word after it."""
     words = ["snakemake", "--cores", "all", summary_path, "-f"] + list(cli_args)
     return " ".join(shlex.quote(w) for w in words)
 
 
-def manifest(cfg, cells, envs, fallback, cli_args):
+def manifest(
+    cfg: Mapping[str, Any],
+    cells: Iterable[Mapping[str, Any]],
+    envs: Iterable[Mapping[str, Any]],
+    fallback: Optional[str],
+    cli_args: Sequence[str],
+) -> dict[str, Any]:
     """results/<study>/manifest.json (docs/contracts.md)."""
     root = "results/%s" % cfg["study"]
     out_cells = []
@@ -429,5 +450,11 @@ def manifest(cfg, cells, envs, fallback, cli_args):
     }
 
 
-def manifest_json(cfg, cells, envs, fallback, cli_args):
+def manifest_json(
+    cfg: Mapping[str, Any],
+    cells: Iterable[Mapping[str, Any]],
+    envs: Iterable[Mapping[str, Any]],
+    fallback: Optional[str],
+    cli_args: Sequence[str],
+) -> str:
     return json.dumps(manifest(cfg, cells, envs, fallback, cli_args), indent=1, sort_keys=True)

@@ -6,6 +6,8 @@ the study's config rewrites it; the file is written atomically, since the report
 the previous one.
 """
 
+# No `from __future__ import annotations`: Snakemake's `script:` puts its preamble above the
+# first line of this file, where a __future__ import is a SyntaxError (the hints are builtins).
 import json
 import os
 import sys
@@ -16,7 +18,7 @@ sys.path.insert(0, REPO)
 from densenet import atomic  # noqa: E402  (standard library only at import)
 
 
-def write(text, out, log):
+def write(text: str, out: str, log: str) -> None:
     """Write the manifest text to out and one line of counts to log."""
     atomic.write_text(out, text + "\n")
     manifest = json.loads(text)
