@@ -242,16 +242,32 @@ def test_probe_feeds_one_prediction_per_cell(tmp_path):
         + m["checkpoint_ms"]
     )
     assert pred["c1"]["predicted_s"] == pytest.approx(2 * epoch_ms / 1000.0)
+    # Memory: the process's peak, beyond the interpreter and torch (hundreds of MB) and below
+    # what a few batch-4 steps of this small model could take. The cells train on CIFAR-10,
+    # loaded whole: more images than the probe's synthetic ones, which the prediction adds.
+    assert probe["peak_host_method"].startswith("VmHWM")
+    assert 100 < m["peak_host_mb"] < 4000 and m["peak_gpu_mb"] is None
+    assert probe["host_data_images"] >= 64  # 4 x batch 4, at least
+    per_img = probe["host_data_mb"] / probe["host_data_images"]
+    assert per_img == pytest.approx((3 * 32 * 32 + 8) / 2.0**20)
+    images = 50000 + 10000
+    assert pred["c0"]["predicted_mem_mb"] == pytest.approx(
+        m["peak_host_mb"] + max(0, images * per_img - probe["host_data_mb"])
+    )
+    assert pred["c2"]["predicted_mem_mb"] is None
 
 
-def fake_probe(env, step_ms, batch=64):
-    return {
+def fake_probe(env, step_ms, batch=64, peak_host_mb=None):
+    probe = {
         "kind": "cost-probe",
         "env": dict(env, torch="x"),
         "batch_size": batch,
         "augment_ms_per_img": 0.0,
         "protocols": {"paper": {"epochs": 300, "n_train": None, "n_test": None, "batch_size": 64}},
-        "dataset_sizes": {"cifar10": {"train": 50000, "test": 10000}},
+        "dataset_sizes": {
+            "cifar10": {"train": 50000, "test": 10000},
+            "synthetic": {"train": 10000, "test": 2000},
+        },
         "models": {
             "m": {
                 "step_ms": {"sgd": step_ms},
@@ -261,6 +277,43 @@ def fake_probe(env, step_ms, batch=64):
             }
         },
     }
+    if peak_host_mb is not None:  # a probe that measured memory
+        probe["models"]["m"].update(peak_host_mb=peak_host_mb, peak_gpu_mb=300.0)
+        probe.update(host_data_mb=20.0, host_data_images=4000)
+    return probe
+
+
+def test_predicted_memory_is_the_probes_peak_plus_the_cells_larger_data_set(tmp_path):
+    cpu = {"device": "cpu", "cudnn": "on", "tf32": "off", "deterministic": "off", "canary": "none"}
+    params = dict(cpu, model="m", dataset="cifar10", protocol="paper", optimizer="sgd")
+    man = {"cells": [{"id": "c", "env": "e", "params": params}]}
+    (tmp_path / "manifest.json").write_text(json.dumps(man))
+    (tmp_path / "probe.json").write_text(json.dumps(fake_probe(cpu, 5.0, peak_host_mb=900.0)))
+    out = tmp_path / "predicted_cost.json"
+    argv = ["--manifest", str(tmp_path / "manifest.json"), "--out", str(out)]
+    assert predict_cost.main(argv + [str(tmp_path / "probe.json")]) == 0
+    # CIFAR-10 is loaded whole: 60,000 images at the probe's 20 MB / 4,000 images, of which
+    # the probe held 20 MB already.
+    assert json.loads(out.read_text())["c"]["predicted_mem_mb"] == pytest.approx(1180.0)
+    # A synthetic cell smaller than the probe's set: the probe's peak as it is.
+    small = dict(params, dataset="synthetic")
+    got = predict_cost.predict(
+        {
+            "config": {"train": {"n_train": 1000, "n_test": 500}},
+            "cells": [dict(man["cells"][0], params=small)],
+        },
+        [fake_probe(cpu, 5.0, peak_host_mb=900.0)],
+    )
+    assert got["c"]["predicted_mem_mb"] == pytest.approx(900.0)
+    # A synthetic cell of 10,000 + 2,000 images: 60 MB, 40 more than the probe held.
+    got = predict_cost.predict(
+        {"cells": [dict(man["cells"][0], params=small)]},
+        [fake_probe(cpu, 5.0, peak_host_mb=900.0)],
+    )
+    assert got["c"]["predicted_mem_mb"] == pytest.approx(940.0)
+    # A probe without memory figures predicts none (SLURM then asks for the device's default).
+    got = predict_cost.predict(man, [fake_probe(cpu, 5.0)])["c"]
+    assert got["predicted_mem_mb"] is None and got["predicted_s"] is not None
 
 
 def test_prediction_prefers_the_cells_own_environment():

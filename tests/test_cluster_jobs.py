@@ -107,9 +107,23 @@ def test_runtime_is_the_prediction_with_its_margin_or_the_protocols_default(tmp_
     assert slurm_resources.runtime_minutes(600.0, "paper", attempt=2) == 50
     assert slurm_resources.runtime_minutes(None, "smoke") == 60
     assert slurm_resources.runtime_minutes(None, "paper") == 2880
+
+
+def test_memory_is_the_predicted_peak_with_its_margin_or_the_devices_default(tmp_path):
+    path = tmp_path / "predicted_cost.json"
+    path.write_text(
+        json.dumps({"a": {"predicted_s": 9.0, "predicted_mem_mb": 1500.2}, "b": {"predicted_s": 9}})
+    )
+    assert slurm_resources.read_predicted(str(path), "a", "predicted_mem_mb") == 1500.2
+    assert slurm_resources.read_predicted(str(path), "b", "predicted_mem_mb") is None
     cpu = {"device": "cpu", "gpu": "auto"}
+    # 1500.2 MB x 1.5 + 1000 MB = 3250.3, rounded up; doubled per retry, whatever the device.
+    assert slurm_resources.mem_mb(cpu, predicted_mb=1500.2) == 3251
+    assert slurm_resources.mem_mb(dict(cpu, device="cuda"), 3, predicted_mb=1500.2) == 4 * 3251
+    # No prediction: by device kind (a GPU job unless the device is cpu or GPUs are off).
     assert slurm_resources.mem_mb(cpu) == 4000
     assert slurm_resources.mem_mb(dict(cpu, device="cuda"), attempt=2) == 16000
+    assert slurm_resources.mem_mb(dict(cpu, device="auto", gpu="none")) == 4000
 
 
 @pytest.mark.slow
@@ -125,7 +139,7 @@ def test_slurm_profile_asks_for_threads_time_and_memory(tmp_path):
         ".canary-none.seed-0"
     )
     with open(os.path.join(study, "predicted_cost.json"), "w") as f:
-        json.dump({cell: {"predicted_s": 1200.0}}, f)
+        json.dump({cell: {"predicted_s": 1200.0, "predicted_mem_mb": 2000.0}}, f)
     argv = snakemake_argv(
         "--profile", "workflow/profiles/slurm", "--workflow-profile", "none", "-n",
         # A dry run alone would cap threads at 1 core.
@@ -143,7 +157,10 @@ def test_slurm_profile_asks_for_threads_time_and_memory(tmp_path):
     train = [j for j in jobs if j.startswith("train_cell") and cell in j]
     assert train, out[-3000:]
     assert "threads: 4" in train[0], train[0]
-    # 1200 s x 1.5 = 30 min + 10 min start-up.
-    assert "runtime=40" in train[0] and "mem_mb=8000" in train[0], train[0]
+    # 1200 s x 1.5 = 30 min + 10 min start-up; 2000 MB x 1.5 + 1000 MB.
+    assert "runtime=40" in train[0] and "mem_mb=4000" in train[0], train[0]
+    # Gradient checks and probes have no prediction: the GPU default.
+    gradcheck = [j for j in jobs if j.startswith("check_gradients")]
+    assert gradcheck and "mem_mb=8000" in gradcheck[0], gradcheck[0]
     # The cheap rules' jobs stay on the submitting host: tests/test_slurm_study.py counts
     # the SLURM jobs of a real run.

@@ -8,6 +8,9 @@ sizes, so workflow/scripts/predict_cost.py needs nothing from densenet/ (nor tor
 it into per-cell predictions:
     epoch_s = ceil(n_train / batch) * step_ms + n_train * augment_ms_per_img
               + n_test * eval_ms_per_img + checkpoint_ms      (all / 1000)
+Per model also the memory peak of its steps, evaluation and checkpoint: the process's resident
+set (timing.HostPeak: with the interpreter, the libraries and the images held, whose size the
+file records so a cell's larger set can be added) and, on CUDA, the allocator's peak.
 """
 
 import argparse
@@ -23,7 +26,7 @@ from ..augment import Normalizer
 from ..recipe import PROTOCOLS, default_eval_batch, protocol_sizes, values
 from .data_pipeline import ours_epoch
 from .runners import Runner, load_images, make_batches, setup
-from .timing import summarize, time_calls
+from .timing import HostPeak, summarize, time_calls
 
 __all__ = ["FULL_SIZES", "run_probe", "probe_table"]
 
@@ -57,6 +60,16 @@ def eval_ms_per_img(
         ms, _ = time_calls(lambda i: model(xb), 2, device)
     model.train()
     return summarize(ms)["median"] / xb.shape[0]
+
+
+def storage_mb(*tensors: torch.Tensor) -> float:
+    """MiB of memory behind the tensors, a view counting its whole storage (the probe's images
+    of a real data set are a slice of the whole loaded training set)."""
+    total = 0
+    for t in tensors:
+        s = t.untyped_storage() if hasattr(t, "untyped_storage") else t.storage()
+        total += s.nbytes() if hasattr(s, "nbytes") else s.size() * t.element_size()
+    return total / 2.0**20
 
 
 def checkpoint_ms(runner: Runner) -> float:
@@ -99,7 +112,11 @@ def run_probe(args: argparse.Namespace, log: Callable[[str], None]) -> Dict[str,
     x, y, mean, std, identity = load_images(args, max(2048, eval_batch, 4 * args.batch_size))
     batches = make_batches(x, y, mean, std, device, args.batch_size, 4, args.seed)
     out = {}
+    host = HostPeak()
     for model in models:
+        host.start()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
         entry = {"step_ms": {}, "step_stats": {}, "step_mode": {}}
         for opt in optimizers:
             r = Runner("probe", model, fast, False, device, args, log, optimizer=opt)
@@ -111,6 +128,8 @@ def run_probe(args: argparse.Namespace, log: Callable[[str], None]) -> Dict[str,
             entry["step_mode"][opt] = r.step.mode
         entry["eval_ms_per_img"] = eval_ms_per_img(r.model, x, mean, std, device, eval_batch)
         entry["checkpoint_ms"] = checkpoint_ms(r)
+        entry["peak_host_mb"] = host.peak_mb()
+        entry["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2.0**20 if cuda else None
         out[model] = entry
         del r
     env = {
@@ -133,6 +152,9 @@ def run_probe(args: argparse.Namespace, log: Callable[[str], None]) -> Dict[str,
         ),
         "batch_size": args.batch_size,
         "eval_batch_size": eval_batch,
+        "peak_host_method": host.method,
+        "host_data_mb": storage_mb(x, y),
+        "host_data_images": int(round(storage_mb(x) * 2.0**20 / (x[0].numel() * x.element_size()))),
         "warmup": warmup,
         "steps": args.steps,
         "protocols": {
@@ -161,5 +183,7 @@ def probe_table(res: Mapping[str, Any]) -> str:
                 "  %-20s %-8s %-13s step %9.2f ms  eval %.3f ms/img  ckpt %.0f ms"
                 % (model, opt, e["step_mode"][opt], ms, e["eval_ms_per_img"], e["checkpoint_ms"])
             )
+        gpu = "" if e["peak_gpu_mb"] is None else ", GPU %.0f MB allocated" % e["peak_gpu_mb"]
+        lines.append("  %-20s peak host %.0f MB%s" % (model, e["peak_host_mb"], gpu))
     lines.append("  augmentation %.4f ms/img" % res["augment_ms_per_img"])
     return "\n".join(lines)

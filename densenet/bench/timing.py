@@ -5,10 +5,14 @@ one synchronize at the end of a block, so timing adds no host sync inside the bl
 perf_counter on the CPU, where every op is synchronous anyway. Peak memory comes from the CUDA
 caching allocator, or on Linux CPUs from the kernel's resident-set high-water mark (VmHWM),
 which /proc/self/clear_refs can reset; elsewhere it is recorded as unavailable, with the reason.
+HostPeak is the process's whole resident set at its peak over a phase (what a scheduler's
+memory limit sees), for the cost probe.
 """
 
 import gc
 import math
+import resource
+import sys
 import time
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
@@ -16,7 +20,7 @@ import torch
 
 from .. import hostmem
 
-__all__ = ["summarize", "sync", "time_calls", "PeakMemory", "finite_positive"]
+__all__ = ["summarize", "sync", "time_calls", "PeakMemory", "HostPeak", "finite_positive"]
 
 
 def summarize(values: Sequence[float]) -> Dict[str, Any]:
@@ -145,6 +149,40 @@ class PeakMemory(object):
         if self.device.type != "cuda":
             _mmap_threshold(32 * 2**20)
         return hostmem.configure(cpu_malloc, self.device)
+
+
+class HostPeak(object):
+    """The process's resident-set peak over a phase in MiB, absolute: the interpreter, the
+    libraries (a CUDA context's too) and the data held count, as they count against a job's
+    memory limit. Linux: VmHWM, reset at start() via clear_refs after a garbage collection and
+    malloc_trim, so an earlier phase's freed heap is not counted while the phase itself runs
+    under the process's own --cpu-malloc policy (a training process's heap). Where the reset is
+    refused (no /proc, an old kernel, a sandbox): ru_maxrss, the peak since the process began,
+    an upper bound for every phase after the first; `method` says which.
+    """
+
+    VMHWM = "VmHWM reset per model (clear_refs)"
+    MAXRSS = "ru_maxrss since the process began (peak RSS not resettable here)"
+
+    def __init__(self):
+        self.method = None
+
+    def start(self):
+        gc.collect()
+        _trim_heap()
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # 5: reset the peak RSS to the current RSS (Linux >= 4.0)
+            _proc_status_kib("VmHWM")
+            self.method = self.VMHWM
+        except (OSError, ValueError):
+            self.method = self.MAXRSS
+
+    def peak_mb(self):
+        if self.method == self.VMHWM:
+            return _proc_status_kib("VmHWM") / 1024.0
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB; bytes on macOS
+        return peak / (2.0**20 if sys.platform == "darwin" else 1024.0)
 
 
 def finite_positive(x: Any) -> bool:

@@ -213,10 +213,16 @@ def get_runtime(wildcards, attempt):
 
 def get_mem_mb(wildcards, attempt):
     """Memory of a training, gradient or probe job, in MB (workflow/scripts/slurm_resources.py:
-    by device kind, doubled on each retry): a scheduling resource (capped by --resources
-    mem_mb=N, requested from SLURM) and, with the docker runner, the container's memory limit;
-    one job kind's own: --set-resources train_cell:mem_mb=N."""
-    return slurm_resources.mem_mb(CFG, attempt)
+    a cell's predicted peak with a margin, else by device kind; doubled on each retry): a
+    scheduling resource (capped by --resources mem_mb=N, requested from SLURM) and, with the
+    docker runner, the container's memory limit; one job kind's own: --set-resources
+    train_cell:mem_mb=N."""
+    predicted = None
+    if hasattr(wildcards, "cell"):  # gradient checks and probes have no prediction
+        predicted = slurm_resources.read_predicted(
+            "%s/predicted_cost.json" % STUDY_DIR, wildcards.cell, "predicted_mem_mb"
+        )
+    return slurm_resources.mem_mb(CFG, attempt, predicted)
 
 
 def get_train_args(wildcards):

@@ -11,11 +11,20 @@ augmentation time per image, the protocol table and the dataset sizes. For each 
                + n_train * augment_ms_per_img + n_test * eval_ms_per_img + checkpoint_ms
     predicted_s = epochs * epoch_ms / 1000      (process start and data loading not included)
 
-Output (atomic): {cell_id: {"predicted_s", "basis", "epoch_s", "epochs", "match"}}; "basis"
-says which probe was used and how well it matches the cell ("match" 0: the cell's environment
-id; 1: same device and numerics flags; 2: same device; 3: another device). A cell whose model
-no probe covers gets predicted_s null and says so. Host side: standard library only (the host
-may have no torch; densenet.atomic imports none).
+The host memory a cell needs is the probe's resident-set peak of that model (its steps,
+evaluation and checkpoint, with the interpreter, libraries and images the probe held), plus the
+cell's data set where it is larger than the probe's (at the probe's MB per image; a real data
+set is loaded whole, train and test, whatever subset the cell then cuts):
+
+    predicted_mem_mb = peak_host_mb + max(0, images * host_data_mb / host_data_images
+                                             - host_data_mb)
+
+Output (atomic): {cell_id: {"predicted_s", "predicted_mem_mb", "basis", "epoch_s", "epochs",
+"match"}}; "basis" says which probe was used and how well it matches the cell ("match" 0: the
+cell's environment id; 1: same device and numerics flags; 2: same device; 3: another device). A
+cell whose model no probe covers gets predicted_s null and says so; predicted_mem_mb is null
+also where the probe recorded no memory (a probe of an earlier version). Host side: standard
+library only (the host may have no torch; densenet.atomic imports none).
 """
 
 from __future__ import annotations
@@ -86,6 +95,25 @@ def cell_sizes(
     return proto["epochs"], n_train, n_test, proto["batch_size"]
 
 
+def predict_mem_mb(
+    params: Mapping[str, Any],
+    model: Mapping[str, Any],
+    probe: Mapping[str, Any],
+    n_train: int,
+    n_test: int,
+) -> Optional[float]:
+    """The cell's host memory peak in MB (module docstring), or None without a measurement."""
+    peak, data_mb = model.get("peak_host_mb"), probe.get("host_data_mb")
+    images_held = probe.get("host_data_images")
+    if not isinstance(peak, (int, float)):
+        return None
+    if not isinstance(data_mb, (int, float)) or not images_held:
+        return float(peak)
+    full = probe["dataset_sizes"][params["dataset"]]
+    images = n_train + n_test if params["dataset"] == "synthetic" else full["train"] + full["test"]
+    return peak + max(0.0, images * data_mb / float(images_held) - data_mb)
+
+
 def match_rank(cell: Mapping[str, Any], probe: Mapping[str, Any]) -> tuple[int, str]:
     """(rank, words): 0 = the cell's own environment was probed, 1 = same device and numerics
     flags, 2 = same device, 3 = another device."""
@@ -104,12 +132,14 @@ def match_rank(cell: Mapping[str, Any], probe: Mapping[str, Any]) -> tuple[int, 
 def predict_cell(
     cell: Mapping[str, Any], probes: Sequence[Mapping[str, Any]], overrides: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """{"predicted_s", "basis", "epoch_s", "epochs"} for one manifest cell."""
+    """{"predicted_s", "predicted_mem_mb", "basis", "epoch_s", "epochs", "match"} for one
+    manifest cell."""
     p = cell["params"]
     usable = [pr for pr in probes if p["model"] in pr["models"]]
     if not usable:
         return {
             "predicted_s": None,
+            "predicted_mem_mb": None,
             "epoch_s": None,
             "epochs": None,
             "basis": "no probe covers model %s" % p["model"],
@@ -145,6 +175,7 @@ def predict_cell(
         basis += "; " + "; ".join(notes)
     return {
         "predicted_s": epochs * epoch_ms / 1000.0,
+        "predicted_mem_mb": predict_mem_mb(p, m, probe, n_train, n_test),
         "epoch_s": epoch_ms / 1000.0,
         "epochs": epochs,
         "basis": basis,
