@@ -242,7 +242,8 @@ def init_weights(model: nn.Module, init: str = "lua", first: Optional[nn.Module]
     PyTorch's default, the Lua code's Linear default uniform(+-1/sqrt(fan_in)) rule.
     chainer: He-normal with fan-in (std sqrt(2 / (k*k*in))) for the convs after `first` (the
     stem), LeCun-normal (std sqrt(1 / fan_in)) for the stem and the FC layer: chainer's
-    HeNormal for the dense and transition convs and its default initializer for the others.
+    HeNormal for the dense and transition convs and its default initializer for the others,
+    and the BN running variance 0 (chainer's BatchNormalization; torch's starts at 1).
     """
     if init not in INITS:
         raise ValueError("init: expected one of %s, got %r" % (", ".join(INITS), init))
@@ -259,6 +260,8 @@ def init_weights(model: nn.Module, init: str = "lua", first: Optional[nn.Module]
         elif isinstance(m, nn.BatchNorm2d):
             m.weight.data.fill_(1)
             m.bias.data.zero_()
+            if init == "chainer":
+                m.running_var.zero_()  # Chainer's avg_var starts at 0, torch's at 1
         elif isinstance(m, nn.Linear):
             if init == "chainer":
                 m.weight.data.normal_(0, math.sqrt(1.0 / m.in_features))

@@ -39,6 +39,10 @@ __all__ = [
     "make_optimizer",
     "normalization",
     "default_eval_batch",
+    "BATCH_MEAN_EVAL",
+    "eval_batch_mean",
+    "STREAM_BATCHES",
+    "batches_stream",
 ]
 
 # Study sizes, not part of a recipe: name -> epochs, training and test images (None = the full
@@ -201,7 +205,8 @@ CHAINER = {
         _CH + "code/model.py:20-22 (HeNormal: normal(0, sqrt(2/fan_in))); stem and Linear: "
         "LeCunNormal normal(0, sqrt(1/fan_in)): "
         + _CHAINER
-        + "chainer/initializers/__init__.py:50-52",
+        + "chainer/initializers/__init__.py:50-52; BN running variance 0: "
+        "chainer/links/normalization/batch_normalization.py:71 (avg_var = numpy.zeros(size))",
     ),
     "bias": (
         "on",
@@ -225,6 +230,31 @@ DEFAULT_RECIPE = "lua"
 # call, 3x slower per image; with --cpu-malloc reuse they fragment the heap, 3x the training
 # step's memory).
 OTHER_LR = {"adam": 1e-3, "rmsprop": 1e-4}
+# The recipes whose training batches run across epoch boundaries as Chainer's iterator's do
+# (densenet/feed.py stream_batches): every batch full, a batch that reaches the end of the
+# epoch's permutation filled from the next one's, an epoch ended by that batch (Chainer's
+# `epoch` counter, at which the Evaluator and the lr drops fire). The lr schedule applies per
+# such epoch; the others shuffle per epoch with a partial last batch. name -> source.
+STREAM_BATCHES = {
+    "chainer": _CH
+    + "code/train.py:58 (MultiprocessIterator(train, args.batchsize)); "
+    + _CHAINER
+    + "chainer/iterators/multiprocess_iterator.py:386-391 (indices = order[pos:n]; order = "
+    "numpy.random.permutation(n); numpy.concatenate((indices, order[:new_pos])); epoch += 1); "
+    "lr drops: chainer/training/triggers/manual_schedule_trigger.py:55 (previous_epoch_detail "
+    "< p <= epoch_detail)",
+}
+# The recipes whose test loss and error are the unweighted mean over test batches of the
+# training batch size (a short last batch counts as a full one), as their code reports them; the
+# others' are per image. name -> source.
+BATCH_MEAN_EVAL = {
+    "chainer": _CH
+    + "code/train.py:59-61 (MultiprocessIterator(test, args.batchsize, repeat=False, "
+    "shuffle=False)); "
+    + _CHAINER
+    + "chainer/training/extensions/evaluator.py:168,182,184 (summary = DictSummary(); "
+    "summary.add(observation); return summary.compute_mean())",
+}
 OPTIMIZERS = ("adam", "rmsprop", "sgd")  # the --optimizer choices
 EVAL_BATCH_CUDA = 500
 
@@ -427,8 +457,21 @@ def norm_problem(norm: str, dataset: str) -> Optional[str]:
 
 
 def default_eval_batch(device: torch.device, batch_size: int, recipe: Optional[str] = None) -> int:
-    """--eval-batch-size when not given (the cost probe uses it too): see EVAL_BATCH_CUDA."""
+    """--eval-batch-size when not given (the cost probe uses it too): see EVAL_BATCH_CUDA; the
+    training batch for a recipe of BATCH_MEAN_EVAL, whose test error depends on it."""
+    if eval_batch_mean(recipe):
+        return batch_size
     return EVAL_BATCH_CUDA if device.type == "cuda" else batch_size
+
+
+def batches_stream(recipe: Optional[str]) -> bool:
+    """Whether recipe `recipe` trains on batches across epoch boundaries (STREAM_BATCHES)."""
+    return (recipe or DEFAULT_RECIPE) in STREAM_BATCHES
+
+
+def eval_batch_mean(recipe: Optional[str]) -> bool:
+    """Whether recipe `recipe` averages its test loss and error over batches (BATCH_MEAN_EVAL)."""
+    return (recipe or DEFAULT_RECIPE) in BATCH_MEAN_EVAL
 
 
 def text(key: str, v: Any) -> str:

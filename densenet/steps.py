@@ -234,17 +234,31 @@ def evaluate(
     y: torch.Tensor,
     normalize: Callable[[torch.Tensor], torch.Tensor],
     batch_size: int,
+    batch_mean: bool = False,
 ) -> Tuple[float, float]:
-    """(mean loss, error %) on a whole split in eval mode; one host sync at the end."""
+    """(mean loss, error %) on a whole split in eval mode; one host sync at the end.
+
+    Per image by default; with `batch_mean` the unweighted mean of the per-batch mean losses and
+    error rates, as Chainer's Evaluator reports them (a short last batch counts as a full one)."""
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=y.device)
     errors = torch.zeros((), dtype=torch.int64, device=y.device)
+    err_sum = torch.zeros((), dtype=torch.float64, device=y.device)
+    batches = 0
     with torch.no_grad():
         for i in range(0, y.shape[0], batch_size):
             logits = model(normalize(x_uint8[i : i + batch_size]))
             target = y[i : i + batch_size]
-            loss_sum += F.cross_entropy(logits, target, reduction="sum").double()
-            errors += (logits.argmax(1) != target).sum()
+            if batch_mean:
+                loss_sum += F.cross_entropy(logits, target).double()
+                err_sum += (logits.argmax(1) != target).double().mean()
+                batches += 1
+            else:
+                loss_sum += F.cross_entropy(logits, target, reduction="sum").double()
+                errors += (logits.argmax(1) != target).sum()
     model.train()
+    if batch_mean:
+        n = max(batches, 1)
+        return float(loss_sum.item()) / n, 100.0 * float(err_sum.item()) / n
     n = max(y.shape[0], 1)
     return float(loss_sum.item()) / n, 100.0 * float(errors.item()) / n

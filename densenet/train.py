@@ -33,11 +33,18 @@ from .celldir import (
     summary,
 )
 from .device import peak_mem_mb, preflight
-from .feed import epoch_batches
+from .feed import epoch_batches, stream_batches, stream_iterations
 from .models import build_model
 from .outcome import EXIT_DIVERGED, EXIT_OK, EXIT_SKIPPED, Skip, note
 from .overlap import wanted as overlap_wanted
-from .recipe import default_eval_batch, lr_at, make_optimizer, normalization
+from .recipe import (
+    batches_stream,
+    default_eval_batch,
+    eval_batch_mean,
+    lr_at,
+    make_optimizer,
+    normalization,
+)
 from .steps import Accumulator, evaluate, make_step
 from .syncs import HostSyncCounter
 
@@ -123,7 +130,14 @@ def run(cfg: Dict[str, Any], log: Callable[..., None] = print, cell: Optional[Ce
         )
         host_syncs.append(syncs)
         t1 = time.perf_counter()
-        test_loss, test_err = evaluate(model, x_test, y_test, normalize, cfg["eval_batch_size"])
+        test_loss, test_err = evaluate(
+            model,
+            x_test,
+            y_test,
+            normalize,
+            cfg["eval_batch_size"],
+            eval_batch_mean(cfg.get("recipe")),
+        )
         wall_s += epoch_s + (time.perf_counter() - t1)
         rows.append(
             {
@@ -134,7 +148,7 @@ def run(cfg: Dict[str, Any], log: Callable[..., None] = print, cell: Optional[Ce
                 "test_loss": test_loss,
                 "test_err": test_err,
                 "epoch_s": epoch_s,
-                "img_per_s": n / epoch_s,
+                "img_per_s": epoch_images(cfg, epoch, n) / epoch_s,
             }
         )
         if not all(math.isfinite(v) for v in (train_loss, test_loss)):
@@ -172,7 +186,7 @@ def set_numerics(cfg: Dict[str, Any], device: torch.device) -> Dict[str, Any]:
     flags["applicability"] = numerics.applicability(device)
     flags["cpu_malloc"] = hostmem.configure(cfg.get("cpu_malloc", "reuse"), device)
     if not cfg.get("eval_batch_size"):
-        cfg["eval_batch_size"] = default_eval_batch(device, cfg["batch_size"])
+        cfg["eval_batch_size"] = default_eval_batch(device, cfg["batch_size"], cfg.get("recipe"))
     return flags
 
 
@@ -255,7 +269,10 @@ def train_epoch(
     normalize: Normalizer,
     device: torch.device,
 ) -> Tuple[float, float, float, int]:
-    """One timed epoch of training: (train loss, train err, seconds, host syncs)."""
+    """One timed epoch of training: (train loss, train err, seconds, host syncs). The epoch's
+    generator (seeded by epoch_seed) draws its permutation, then its augmentation; where
+    batches stream (recipe.STREAM_BATCHES), the next epoch's permutation is recomputed from
+    its own seed, so a resumed epoch continues bit for bit."""
     step.set_lr(lr)
     numerics.seed_everything(epoch_seed(cfg["seed"], epoch))
     gen = torch.Generator(device=device)
@@ -265,13 +282,37 @@ def train_epoch(
     if device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    with HostSyncCounter(device) as syncs:
-        for xb, yb in epoch_batches(
+    if batches_stream(cfg.get("recipe")):
+        nxt = torch.Generator(device=device)
+        nxt.manual_seed(epoch_seed(cfg["seed"], epoch + 1))
+        batches = stream_batches(
+            x_train,
+            y_train,
+            cfg["batch_size"],
+            normalize,
+            gen,
+            aug,
+            cfg["augment_order"],
+            epoch,
+            nxt,
+        )
+    else:
+        batches = epoch_batches(
             x_train, y_train, cfg["batch_size"], normalize, gen, aug, cfg["augment_order"]
-        ):
+        )
+    with HostSyncCounter(device) as syncs:
+        for xb, yb in batches:
             step(xb, yb)
     train_loss, train_err = acc.read()  # syncs: the timed region ends on finished work
     return train_loss, train_err, time.perf_counter() - t0, syncs.count
+
+
+def epoch_images(cfg: Dict[str, Any], epoch: int, n: int) -> int:
+    """The images epoch `epoch` trains on: `n`, or its full batches where batches stream."""
+    if not batches_stream(cfg.get("recipe")):
+        return n
+    first, last = stream_iterations(epoch, n, cfg["batch_size"])
+    return (last - first) * cfg["batch_size"]
 
 
 def record_divergence(

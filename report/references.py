@@ -80,8 +80,8 @@ RECIPES = {
     ),
     # t-hanya/chainer-DenseNet: Chainer's NesterovAG (momentum_form chainer), lr x0.1 after
     # epochs 150 and 225, chainer's initializers, convolutions with bias, a 16-channel stem,
-    # BN eps 2e-5, dropout 0.2. An approximation, not exact: its batches straddle epochs and
-    # its test accuracy is a mean over batches (docs/recipes.md, "Not reproduced exactly").
+    # BN eps 2e-5, dropout 0.2; batches across epoch boundaries and the test error as a mean
+    # over batches, as Chainer's iterator and Evaluator (docs/recipes.md).
     "chainer": dict(
         _COMMON,
         nesterov="on",

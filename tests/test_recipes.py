@@ -283,6 +283,151 @@ def test_bias_stem_and_bn_eps_of_each_recipe():
     assert lua.features[0].dropout == 0 and chainer.features[0].dropout == 0.2
 
 
+def test_bn_running_variance_starts_as_each_recipes_framework_does():
+    # Chainer's BatchNormalization: avg_var = numpy.zeros(size); torch's running_var: ones.
+    for name, start in (("lua", 1.0), ("bamos", 1.0), ("chainer", 0.0)):
+        m = model_of(name)
+        bns = [b for b in m.modules() if isinstance(b, nn.BatchNorm2d)]
+        assert {float(v) for b in bns for v in b.running_var.unique()} == {start}, name
+        assert {float(v) for b in bns for v in b.running_mean.unique()} == {0.0}, name
+
+
+class FixedLogits(nn.Module):
+    """Predicts class 1 for the images whose first pixel is odd, else class 0."""
+
+    def forward(self, x):
+        odd = (x[:, 0, 0, 0].round().long() % 2).float()
+        return torch.stack([1 - odd, odd], 1) * 3.0
+
+
+def test_batch_mean_evaluation_averages_per_batch_as_chainers_evaluator():
+    from densenet.steps import evaluate
+
+    # 5 images, batches of 2: [right, wrong], [right, right], [wrong]
+    x = torch.zeros(5, 3, 2, 2, dtype=torch.uint8)
+    x[:, 0, 0, 0] = torch.tensor([1, 0, 0, 1, 1], dtype=torch.uint8)
+    y = torch.tensor([1, 1, 0, 1, 0])
+    model = FixedLogits()
+    _, per_image = evaluate(model, x, y, lambda b: b.float(), 2)
+    loss_b, per_batch = evaluate(model, x, y, lambda b: b.float(), 2, batch_mean=True)
+    assert per_image == pytest.approx(100 * 2 / 5)
+    assert per_batch == pytest.approx(100 * (1 / 2 + 0 + 1) / 3)
+    logits = model(x.float())
+    per_batch_loss = [
+        float(nn.functional.cross_entropy(logits[i : i + 2], y[i : i + 2])) for i in (0, 2, 4)
+    ]
+    assert loss_b == pytest.approx(sum(per_batch_loss) / 3)
+
+
+def test_chainer_evaluates_in_its_training_batch_averaged_per_batch():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert recipe.eval_batch_mean("chainer")
+    assert not recipe.eval_batch_mean("lua") and not recipe.eval_batch_mean("bamos")
+    assert not recipe.eval_batch_mean(None)
+    assert recipe.default_eval_batch(cuda, 64, "chainer") == 64
+    assert recipe.default_eval_batch(cuda, 64, "lua") == recipe.EVAL_BATCH_CUDA
+    assert recipe.default_eval_batch(cuda, 64) == recipe.EVAL_BATCH_CUDA
+    assert recipe.default_eval_batch(cpu, 64, "bamos") == 64
+
+
+def seeded(seed):
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+def test_chainer_batches_run_across_epoch_boundaries_as_chainers_iterator():
+    from densenet.feed import epoch_batches, stream_batches
+
+    # 5 images of 2x2 whose pixels hold their index; batches of 2. SerialIterator: epoch 1 is
+    # P1[0:2], P1[2:4], P1[4] + P2[0] (its `epoch` ticks there); epoch 2 continues at P2[1]:
+    # P2[1:3], P2[3:5] (ends exactly at the boundary); epoch 3 P3[0:2], P3[2:4], P3[4] + P4[0].
+    n, bs = 5, 2
+    x = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, 2, 2).contiguous()
+    y = torch.arange(n)
+    P = {e: torch.randperm(n, generator=seeded(100 + e)).tolist() for e in (1, 2, 3, 4)}
+    expected = {
+        1: [P[1][0:2], P[1][2:4], [P[1][4], P[2][0]]],
+        2: [P[2][1:3], P[2][3:5]],
+        3: [P[3][0:2], P[3][2:4], [P[3][4], P[4][0]]],
+    }
+    stream = []
+    for e in (1, 2, 3):
+        got = stream_batches(
+            x, y, bs, lambda b: b.float(), seeded(100 + e), False, "official", e, seeded(101 + e)
+        )
+        batches = [(xb[:, 0, 0, 0].long().tolist(), yb.tolist()) for xb, yb in got]
+        assert [b[1] for b in batches] == expected[e], e
+        assert all(b[0] == b[1] for b in batches)
+        stream += [i for b in batches for i in b[1]]
+    assert stream == P[1] + P[2] + P[3] + P[4][:1]
+    # the other recipes' epoch: the same permutation, a partial last batch
+    lua = [
+        yb.tolist()
+        for _, yb in epoch_batches(x, y, bs, lambda b: b.float(), seeded(101), False, "official")
+    ]
+    assert lua == [P[1][0:2], P[1][2:4], P[1][4:]]
+    with pytest.raises(ValueError, match="batch size: expected 1 to 5"):
+        next(stream_batches(x, y, 6, lambda b: b, seeded(0), False, "official", 1, seeded(1)))
+
+
+def test_chainer_lr_drops_after_the_iteration_that_crosses_the_epoch():
+    from densenet.feed import stream_iterations
+
+    # CIFAR-10, batch 64, 300 epochs: iterations ceil(e * 50000 / 64) end epoch e (1-based).
+    n, bs = 50000, 64
+    assert stream_iterations(1, n, bs) == (0, 782)  # 782 batches, the last straddling
+    assert stream_iterations(2, n, bs) == (782, 1563)
+    assert stream_iterations(300, n, bs)[1] == 234375
+    # ManualScheduleTrigger([150, 225], 'epoch') fires after iteration 117,188 / 175,782, the
+    # last of epochs 150 / 225: iteration 117,188 trains at 0.1, 117,189 at 0.01.
+    assert stream_iterations(150, n, bs)[1] == 117188 == math.ceil(150 * n / bs)
+    assert stream_iterations(151, n, bs)[0] == 117188
+    assert stream_iterations(225, n, bs)[1] == 175782
+    lr = {e: recipe.lr_at(e, 300, 0.1, "chainer") for e in (150, 151, 225, 226)}
+    assert lr == {150: 0.1, 151: 0.01, 225: 0.01, 226: 0.001}
+
+
+class Recorder:
+    def __init__(self):
+        self.labels = []
+
+    def set_lr(self, lr):
+        self.lr = lr
+
+    def __call__(self, xb, yb):
+        self.labels.append(yb.tolist())
+
+
+class NoAcc:
+    def reset(self):
+        pass
+
+    def read(self):
+        return 0.0, 0.0
+
+
+@pytest.mark.parametrize("name", ["lua", "bamos", "chainer"])
+def test_the_trainer_streams_batches_for_chainer_only(name):
+    from densenet import train
+
+    n, bs = 10, 4
+    x = torch.zeros(n, 3, 2, 2, dtype=torch.uint8)
+    y = torch.arange(n)
+    cfg = {"recipe": name, "seed": 3, "augment": "off", "batch_size": bs}
+    cfg["augment_order"] = "official"
+    sizes = []
+    for epoch in (1, 2):
+        step = Recorder()
+        train.train_epoch(
+            cfg, epoch, 0.1, step, NoAcc(), x, y, lambda b: b.float(), torch.device("cpu")
+        )
+        sizes.append([len(b) for b in step.labels])
+    assert sizes == ([[4, 4, 4], [4, 4]] if name == "chainer" else [[4, 4, 2], [4, 4, 2]])
+    if name == "chainer":
+        assert [train.epoch_images(cfg, e, n) for e in (1, 2)] == [12, 8]
+
+
 def test_lua_stem_gives_table_2_parameter_counts():
     # Table 2 (liuzhuang13/DenseNet README.md:106-107): 1.0M and 7.0M for L=40/100, k=12.
     assert count_params(model_of("lua", "densenet40-k12")) == 1019722

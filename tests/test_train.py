@@ -131,6 +131,14 @@ def test_kill9_in_epoch_2_resumes_identically(tmp_path):
 
 
 @pytest.mark.slow
+def test_chainer_kill9_in_epoch_2_resumes_identically(tmp_path):
+    # 600 images in batches of 64: every epoch ends in a batch filled from the next permutation
+    straight, resumed = kill9_in_epoch_2_then_resume(tmp_path, extra=("--recipe", "chainer"))
+    assert resumed == straight
+    assert len(straight) == 3
+
+
+@pytest.mark.slow
 def test_fast_path_equals_eager_on_cpu(tmp_path):
     """On the CPU `--fast on` cannot have the CUDA-graph step: it gets the eager step without
     the per-step loss.item() (steps.make_step), fed by the same feed.epoch_batches as --fast

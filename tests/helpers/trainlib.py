@@ -29,21 +29,21 @@ def read_metrics(path, drop_timing=True):
     return rows
 
 
-def kill9_in_epoch_2_then_resume(tmp_path, python=None):
-    """Train 3 epochs straight; train again, kill -9 in epoch 2, rerun. Asserts that the rerun
-    resumed at epoch 2 and returns (metrics of the straight run, metrics of the resumed one)."""
-    ref = densenet("train", "--out", tmp_path / "ref", "--epochs", "3", *TINY, python=python)
+def kill9_in_epoch_2_then_resume(tmp_path, python=None, extra=()):
+    """Train 3 epochs straight; train again, kill -9 in epoch 2, rerun (each with the options
+    `extra` too). Asserts that the rerun resumed at epoch 2 and returns (metrics of the
+    straight run, metrics of the resumed one)."""
+    args = ["--epochs", "3", *TINY, *extra]
+    ref = densenet("train", "--out", tmp_path / "ref", *args, python=python)
     assert ref.returncode == 0, ref.stderr
-    proc = start_densenet(
-        "train", "--out", tmp_path / "killed", "--epochs", "3", *TINY, python=python
-    )
+    proc = start_densenet("train", "--out", tmp_path / "killed", *args, python=python)
     first = proc.stdout.readline()
     assert first.startswith("epoch 1/3"), first
     time.sleep(1.0)  # well inside epoch 2 (an epoch takes several seconds here)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not os.path.exists(tmp_path / "killed" / "summary.json")
-    again = densenet("train", "--out", tmp_path / "killed", "--epochs", "3", *TINY, python=python)
+    again = densenet("train", "--out", tmp_path / "killed", *args, python=python)
     assert again.returncode == 0, again.stderr
     assert "resuming from" in again.stderr and "at epoch 2" in again.stderr
     return read_metrics(tmp_path / "ref" / "metrics.csv"), read_metrics(
