@@ -90,8 +90,11 @@ def test_a_gpu_job_without_an_allocated_gpu_never_starts():
     with pytest.raises(RuntimeError, match="no GPU was allocated"):
         run_cell.docker_gpu(args("inherit", "train", "--device", "cuda"), None, {})
     with pytest.raises(RuntimeError, match="no GPU was allocated"):
-        run_cell.docker_gpu(args("none", "gradcheck", "--device=cuda"), None, {})
-    # CPU jobs and slot-allocated GPUs are unchanged.
+        run_cell.docker_gpu(args("inherit", "gradcheck", "--device=cuda"), None, {})
+    # Without a scheduler the container starts GPU-less and densenet's preflight skips the
+    # cell (tests/test_docker_runner.py); CPU jobs and slot-allocated GPUs are unchanged.
+    assert run_cell.docker_gpu(args("none", "gradcheck", "--device=cuda"), None, {}) is None
+    assert run_cell.docker_gpu(args("auto", "train", "--device", "cuda"), None, {}) is None
     assert run_cell.docker_gpu(args("inherit", "train", "--device", "cpu"), None, {}) is None
     assert run_cell.docker_gpu(args("auto", "train", "--device", "cuda"), "1", {}) == "1"
 

@@ -157,12 +157,15 @@ def docker_gpu(
     args: argparse.Namespace, gpu: Optional[str], environ: Optional[Mapping[str, str]] = None
 ) -> Optional[str]:
     """The GPU(s) a docker job's container gets: the slot allocator's, or under `--gpu inherit`
-    the scheduler's allocation (comma-joined host ids). RuntimeError when a job that asked for
-    a GPU (--device cuda) has none: dockerd starts containers outside the job's cgroup, so
-    without an explicit device the container would see no GPU or, worse, all of them."""
-    if gpu is None and args.gpu == "inherit":
-        ids = gpu_slots.inherited(os.environ if environ is None else environ)
-        gpu = ",".join(ids) if ids else None
+    the scheduler's allocation (comma-joined host ids). Under `inherit`, RuntimeError when a
+    job that asked for a GPU (--device cuda) was allocated none: dockerd starts containers
+    outside the job's cgroup, so without an explicit device the container would see no GPU or,
+    worse, all of them. Without a scheduler (`auto` on a host without GPUs, `none`) the
+    container starts GPU-less and densenet's preflight skips the cell, saying why."""
+    if gpu is not None or args.gpu != "inherit":
+        return gpu
+    ids = gpu_slots.inherited(os.environ if environ is None else environ)
+    gpu = ",".join(ids) if ids else None
     if gpu is None and wants_cuda(args.command):
         raise RuntimeError(
             "the job asks for --device cuda but no GPU was allocated to it "
