@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import sys
+import sysconfig
 
 import pytest
 from conftest import REPO
@@ -58,7 +59,10 @@ def test_host_environment_matches_constraints():
         )
     pinned = {canonical(k): v for k, v in pinned.items()}
     unpinned, different = [], []
-    for dist in metadata.distributions():
+    # Only what is installed: sys.path may also hold setuptools' vendored packages (setuptools
+    # puts its _vendor folder there once anything in this process imported it, e.g. inductor).
+    installed = sorted({sysconfig.get_paths()[key] for key in ("purelib", "platlib")})
+    for dist in metadata.distributions(path=installed):
         name = canonical(dist.metadata["Name"])
         if name in ("pip", "setuptools", "densenet-harness"):  # venv bootstrap, the harness
             continue
