@@ -35,25 +35,7 @@ RESULT_COLUMNS = [
 # The recipe a cell trained with (summary.json config, resolved by densenet/recipe.py; n_train
 # and n_test None = the full set; empty = not recorded): a published comparison requires the
 # named recipe's values (report/references.py RECIPES).
-CONFIG_COLUMNS = [
-    "recipe",
-    "n_train",
-    "n_test",
-    "batch_size",
-    "lr",
-    "momentum",
-    "nesterov",
-    "momentum_form",
-    "lr_schedule",
-    "weight_decay",
-    "norm",
-    "augment_order",
-    "init",
-    "bias",
-    "stem",
-    "bn_eps",
-    "dropout",
-]
+CONFIG_COLUMNS = ["recipe", *references.RECIPE_KEYS]
 # What identifies the software and hardware a cell ran on (the report's environments table).
 IDENTITY_COLUMNS = [
     "torch_version",
