@@ -5,9 +5,10 @@ build) and the profile's placeholders replaced by the cluster's partition and ac
 
 Every gradient check, cost probe and cell is a SLURM job with the GPU it asked for (the
 fake GPUs give no CUDA device, so the cells train on the CPU), the cheap rules and the report
-run on the submitting host, a one-cell rerun goes through SLURM too, and a cell job cancelled
-with scancel resumes from its checkpoint when the same command runs again. Tiny cells, one
-thread each."""
+run on the submitting host, the cells of the study's first invocation ask SLURM for the time
+and memory their prediction (made in that same invocation) gives, a one-cell rerun goes
+through SLURM too, and a cell job cancelled with scancel resumes from its checkpoint when the
+same command runs again. Tiny cells, one thread each."""
 
 import json
 import os
@@ -26,6 +27,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 sys.path.insert(0, os.path.join(REPO, "workflow", "scripts"))
 
 import runner_env  # noqa: E402
+import slurm_resources  # noqa: E402
 
 TORCH = "2.14.1"  # a key of containers/venvs.lock.yaml; the environment is this interpreter's
 SUBMITTED = re.compile(r"SLURM jobid (\d+) \(log: \S*/slurm_logs/rule_(\w+)/")
@@ -52,18 +54,19 @@ def local_env(venv_dir):
         json.dump(marker, f)
 
 
-def study_file(work, name, seeds, epochs, n_train, canary=("none", "noncontig-grad")):
+def study_file(
+    work, name, seeds, epochs, n_train, canary=("none", "noncontig-grad"), predict_cost=False
+):
     """A study file (every key of config/config.yaml) for the cluster: synthetic data, the
-    venv runner's environment of TORCH, tiny cells of one thread."""
+    venv runner's environment of TORCH, tiny cells of one thread; cost probes (a few real
+    steps per environment) only where `predict_cost`."""
     with open(os.path.join(REPO, "config", "config.yaml")) as f:
         cfg = yaml.safe_load(f)
     cfg["study"] = name
     cfg["axes"].update(torch=[TORCH], dataset=["synthetic"], seed=seeds, canary=list(canary))
     cfg["train"].update(epochs=epochs, n_train=n_train, n_test=64, threads=1)
     cfg["gradcheck"].update(batch_size=2, steps=1)
-    # The cost probes time real steps: minutes on one CPU thread. Their effect on the jobs'
-    # time limits is checked by tests/test_cluster_jobs.py.
-    cfg["report"]["predict_cost"] = False
+    cfg["report"]["predict_cost"] = predict_cost
     cfg["containers"]["venv_dir"] = os.path.join(work, ".venvs")
     path = os.path.join(work, "config", "studies", "%s.yaml" % name)
     with open(path, "w") as f:
@@ -79,7 +82,7 @@ def command(slurm, configfile, *targets):
         "--profile", "workflow/profiles/slurm", "--workflow-profile", "none",
         "--configfile", configfile,
         "--default-resources", "slurm_partition=%s" % slurm.partition, "slurm_account=root",
-        "--set-threads", "train_cell=1", "check_gradients=1",
+        "--set-threads", "train_cell=1", "check_gradients=1", "probe_cost=1",
         "--slurm-init-seconds-before-status-checks", "2", "--latency-wait", "5",
     ] + list(targets)  # fmt: skip
 
@@ -109,10 +112,11 @@ def accounting(slurm, jobids):
 
 @pytest.fixture(scope="module")
 def cluster_study(slurm_cluster, tmp_path_factory):
-    """The smoke study (clean + canary, 2 seeds) run once through SLURM."""
+    """The smoke study (clean + canary, 2 seeds) run once through SLURM, its cost predicted
+    in the same invocation."""
     work = checkout(tmp_path_factory.mktemp("slurm-study") / "repo")
     local_env(os.path.join(work, ".venvs"))
-    configfile = study_file(work, "cluster", [0, 1], epochs=1, n_train=128)
+    configfile = study_file(work, "cluster", [0, 1], epochs=1, n_train=128, predict_cost=True)
     code, out = run(slurm_cluster, work, command(slurm_cluster, configfile))
     assert code == 0, out[-4000:]
     return work, configfile, out
@@ -122,12 +126,14 @@ def test_every_job_of_the_study_is_a_slurm_job_with_its_gpu(slurm, cluster_study
     work, _, out = cluster_study
     jobs = submitted(out)
     rules = sorted(jobs.values())
-    # 4 cells and 2 gradient checks; the manifest and the report stay on the submitting host.
-    assert rules == ["check_gradients"] * 2 + ["train_cell"] * 4, out
+    # 4 cells, 2 gradient checks and 2 cost probes; the manifest, the prediction and the
+    # report stay on the submitting host.
+    assert rules == ["check_gradients"] * 2 + ["probe_cost"] * 2 + ["train_cell"] * 4, out
     for jobid, (state, tres) in accounting(slurm, jobs).items():
         assert state == "COMPLETED", (jobid, jobs[jobid], state)
         assert "gres/gpu=1" in tres.split(","), (jobid, tres)
     assert job_counts(out).get("write_manifest") == 1
+    assert job_counts(out).get("predict_cost") == 1
     study = os.path.join(work, "results", "cluster")
     manifest = read_json(os.path.join(study, "manifest.json"))
     assert len(manifest["cells"]) == 4
@@ -145,6 +151,43 @@ def test_a_gpu_cell_job_shows_its_gres_in_accounting(slurm, cluster_study):
     cell = [j for j, rule in submitted(out).items() if rule == "train_cell"][0]
     row = slurm.wait_sacct(cell, lambda r: r["State"] == "COMPLETED", fields="JobID,State,ReqTRES")
     assert "gres/gpu=1" in row["ReqTRES"].split(","), row
+
+
+def minutes(timelimit):
+    """sacct's Timelimit ([D-]HH:MM:SS) in minutes."""
+    days, _, clock = timelimit.rpartition("-")
+    h, m, s = (int(x) for x in clock.split(":"))
+    return int(days or 0) * 1440 + h * 60 + m + s / 60.0
+
+
+def test_first_invocation_submits_cells_with_their_predicted_limits(slurm, cluster_study):
+    """The prediction is made by the same snakemake run that submits the cells; each cell's
+    job still asks for its predicted time and memory with their margins, not the smoke
+    protocol's defaults (60 min; 8000 MB for a job that may get a GPU)."""
+    work, _, out = cluster_study
+    predicted = read_json(os.path.join(work, "results", "cluster", "predicted_cost.json"))
+    manifest = read_json(os.path.join(work, "results", "cluster", "manifest.json"))
+    ids = [c["id"] for c in manifest["cells"]]
+    assert sorted(predicted) == sorted(ids)
+    cells = [j for j, rule in submitted(out).items() if rule == "train_cell"]
+    assert len(cells) == 4
+    asked = {}
+    for jobid in cells:
+        row = slurm.wait_sacct(
+            jobid, lambda r: r["State"] == "COMPLETED", fields="JobID,State,Timelimit,ReqMem"
+        )
+        asked[jobid] = (minutes(row["Timelimit"]), row["ReqMem"])
+    cfg = {"device": "auto", "gpu": "inherit"}  # the study's device, the profile's GPU policy
+    want = sorted(
+        (
+            slurm_resources.runtime_minutes(predicted[c]["predicted_s"], "smoke"),
+            "%dM" % slurm_resources.mem_mb(cfg, predicted_mb=predicted[c]["predicted_mem_mb"]),
+        )
+        for c in ids
+    )
+    assert sorted(asked.values()) == want, (asked, predicted)
+    defaults = (slurm_resources.runtime_minutes(None, "smoke"), "%dM" % slurm_resources.mem_mb(cfg))
+    assert all(a != defaults[0] for a, _ in want) and all(m != defaults[1] for _, m in want), want
 
 
 def test_one_cell_rerun_goes_through_slurm(slurm, cluster_study):

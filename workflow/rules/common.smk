@@ -169,15 +169,24 @@ def get_gpu_count(wildcards):
 
 def get_train_inputs(wildcards):
     """Its environment's gradient check (so that stage runs first; its verdict never blocks
-    training) and, for real data, the dataset record of prepare_data. Both ancient: they
-    order the jobs, and a rerun of either (new gradcheck options, data re-identified) must
-    not retrain finished cells."""
+    training), the cost prediction when report.predict_cost is on and, for real data, the
+    dataset record of prepare_data. All ancient: they order the jobs, and a rerun of any of
+    them (new gradcheck options, a new prediction, data re-identified) must not retrain
+    finished cells.
+
+    The prediction orders the cells because a cell's time limit and memory (get_runtime,
+    get_mem_mb) are read from it: Snakemake evaluates a job's resources again when the job
+    becomes ready, so a cell that waits for predicted_cost.json is submitted with its
+    predicted limits even in the invocation that makes the prediction (the first one of a
+    study on a cluster), not with the protocol's defaults."""
     cell = CELL_BY_ID[wildcards.cell]
     inputs = {
         "gradcheck": ancient(
             "%s/gradcheck/%s/gradcheck.json" % (STUDY_DIR, cell["env"])
         )
     }
+    if CFG["report"]["predict_cost"]:
+        inputs["prediction"] = ancient("%s/predicted_cost.json" % STUDY_DIR)
     inputs.update(get_runner_env(cell["params"]["torch"]))
     if is_real_dataset(cell["params"]["dataset"]):
         inputs["data"] = ancient(

@@ -5,8 +5,8 @@
 
 
 # Time a few steps of each model and optimizer of one environment.
-# Seconds on a GPU, minutes on a CPU; high priority, so that the prediction exists before the
-# cells are trained.
+# Seconds on a GPU, minutes on a CPU. The cells wait for the prediction (common.smk,
+# get_train_inputs): their time limit and memory are read from it.
 rule probe_cost:
     input:
         unpack(get_env_inputs),

@@ -3,8 +3,9 @@
 A cell's time limit is its predicted training time (workflow/rules/cost.smk,
 results/<study>/predicted_cost.json) times MARGIN plus STARTUP_MIN (process start, data
 loading, the first epoch's kernel selection: none of which the prediction counts), rounded up
-to whole minutes; each retry (Snakemake's `attempt`) doubles it. Before a prediction exists
-(the first submission of a study whose probes have not run yet, or report.predict_cost off)
+to whole minutes; each retry (Snakemake's `attempt`) doubles it. The cells wait for the
+prediction (workflow/rules/common.smk, get_train_inputs), so even a study's first invocation
+submits them with it. Without a prediction (report.predict_cost off, a model no probe covers)
 the protocol's default applies: long enough for the protocol's longest cell on one GPU.
 
 Memory is host memory, not the GPU's: a cell's predicted peak (predicted_cost.json
