@@ -1,5 +1,6 @@
 """Shared fixtures: paths, the offline CIFAR-10 rebuild, and a runner for `python -m densenet`;
-under pytest-xdist, the lock that lets a `serial` test run alone."""
+under pytest-xdist, each worker's share of the CPUs, the order that starts the longest files
+first, and the lock that lets a `serial` test run alone."""
 
 import contextlib
 import fcntl
@@ -15,6 +16,82 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(REPO), "shared")
 JPEG75_BUILD = os.path.join(SHARED, "data", "cifar10-jpeg75", "build.py")
+
+
+# Seconds per test file in a full run (two workers, each on one core of the 2-core CPU machine
+# of tests/README.md), longest first. Under `--dist loadfile --no-loadscope-reorder` xdist hands
+# out whole files in collection order; starting the long ones first keeps both workers busy to
+# the end instead of leaving one long file alone at the tail. Files not listed follow in their
+# usual order. Refresh from a run's `--durations=0` (tests/README.md, "How long it takes").
+FILE_SECONDS = {
+    "test_train.py": 931,
+    "test_pipeline_run.py": 493,
+    "test_gpu_scripts.py": 386,
+    "test_compiled.py": 254,
+    "test_faults_kill.py": 253,
+    "test_slurm_study.py": 212,
+    "test_hostmem.py": 184,
+    "test_venv_runner.py": 170,
+    "test_faults_diskfull.py": 115,
+    "test_overlap.py": 110,
+    "test_faults_corrupt.py": 102,
+    "test_registry.py": 69,
+    "test_versions.py": 61,
+    "test_recipes_study.py": 56,
+    "test_pipeline_docker.py": 53,
+    "test_slurm_cluster.py": 53,
+    "test_faults_data.py": 52,
+    "test_faults_pipeline.py": 51,
+    "test_bench.py": 46,
+    "test_docker_runner.py": 25,
+    "test_pipeline_runner.py": 24,
+    "test_report_render.py": 19,
+    "test_pipeline_dryrun.py": 18,
+    "test_workflow_input.py": 18,
+    "test_cli_input.py": 18,
+    "test_report_e2e.py": 17,
+    "test_faults_concurrent.py": 17,
+    "test_gradcheck.py": 16,
+}
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Longest files first (FILE_SECONDS), each file's tests in their own order. The order is
+    the same in every worker, as xdist requires."""
+    rank = {}
+    for item in items:
+        rank.setdefault(item.nodeid.split("::")[0], len(rank))
+
+    def key(item):
+        path = item.nodeid.split("::")[0]
+        return (-FILE_SECONDS.get(os.path.basename(path), 0), rank[path])
+
+    items.sort(key=key)
+
+
+def worker_cpus(cpus, worker, workers):
+    """The CPUs of xdist worker number `worker` of `workers`: every workers-th one from its
+    own index, or all of them where there are fewer CPUs than workers."""
+    cpus = sorted(cpus)
+    return cpus[worker::workers] if len(cpus) >= workers else cpus
+
+
+def pytest_configure(config):
+    """Under xdist, pin each worker (and so every process it starts: trainings, Snakemake,
+    SLURM daemons) to its own share of the CPUs. torch, OpenMP and Snakemake's `--cores all`
+    all size themselves from the process's CPU affinity, so two workers on two cores train
+    with one thread each instead of four threads fighting over two cores (2-20x slower
+    steps). A `serial` test gets every CPU back while it runs alone (serial_lock)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker or workers < 2 or not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = os.sched_getaffinity(0)
+    ALL_CPUS.update(cpus)
+    os.sched_setaffinity(0, worker_cpus(cpus, int(worker.lstrip("gw")), workers))
+
+
+ALL_CPUS = set()  # the CPUs this worker had before pytest_configure pinned it
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +129,15 @@ def serial_lock(request, tmp_path_factory):
     gate, run = os.path.join(folder, "gate.lock"), os.path.join(folder, "run.lock")
     if request.node.get_closest_marker("serial"):
         with flocked(gate, fcntl.LOCK_EX), flocked(run, fcntl.LOCK_EX):
-            yield
+            if not ALL_CPUS:  # not pinned (-n 1, or no sched_setaffinity)
+                yield
+                return
+            mine = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, ALL_CPUS)  # alone now: every CPU
+            try:
+                yield
+            finally:
+                os.sched_setaffinity(0, mine)
         return
     with flocked(gate, fcntl.LOCK_EX):
         f = open(run, "a")

@@ -27,6 +27,8 @@ TINY_STUDY = [
     'axes={"dataset": ["synthetic"], "canary": ["none"], "seed": [0, 1]}',
     'train={"epochs": 1, "n_train": 200, "n_test": 100}',
     'gradcheck={"batch_size": 2, "steps": 1}',
+    # No cost probe: the prediction is not what fails here (tests/test_pipeline_run.py runs it).
+    'report={"predict_cost": false}',
 ]
 
 

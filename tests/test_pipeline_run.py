@@ -163,6 +163,8 @@ def interrupt_study(tmp_path, signum):
         'axes={"dataset": ["synthetic"], "canary": ["none"], "seed": [0, 1, 2]}',
         'train={"epochs": 2, "n_train": 128, "n_test": 64}',
         TINY_GRADCHECK,
+        # No cost probe (30 s of CPU; the default study above runs it): the cells start sooner.
+        'report={"predict_cost": false}',
     ]
     args = ["--cores", "all", "--config"] + config
     cells = os.path.join(work, "results/default/cells")

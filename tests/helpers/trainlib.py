@@ -10,7 +10,7 @@ from conftest import densenet, start_densenet, tiny_cell
 
 from densenet.celldir import TIMING_COLUMNS
 
-TINY = tiny_cell(600, 200)
+TINY = tiny_cell(300, 100)  # 5 batches of 64, the last one partial
 
 # `densenet bench` in seconds: batch 4, 2 timed steps x 2 rounds, 256 images x 2 data rounds.
 # One torch thread: on a shared 2-core machine two OpenMP threads can be 5-20x slower.
@@ -39,7 +39,7 @@ def kill9_in_epoch_2_then_resume(tmp_path, python=None, extra=()):
     proc = start_densenet("train", "--out", tmp_path / "killed", *args, python=python)
     first = proc.stdout.readline()
     assert first.startswith("epoch 1/3"), first
-    time.sleep(1.0)  # well inside epoch 2 (an epoch takes several seconds here)
+    time.sleep(0.3)  # inside epoch 2: an epoch of 300 images takes seconds on a CPU
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not os.path.exists(tmp_path / "killed" / "summary.json")
