@@ -75,3 +75,31 @@ def test_host_environment_matches_constraints():
 
 def canonical(name):
     return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_each_worker_gets_its_own_share_of_the_cpus():
+    import conftest
+
+    assert conftest.worker_cpus({0, 1}, 0, 2) == [0] and conftest.worker_cpus({0, 1}, 1, 2) == [1]
+    eight = set(range(8))
+    shares = [conftest.worker_cpus(eight, w, 2) for w in (0, 1)]
+    assert sorted(shares[0] + shares[1]) == list(range(8)) and len(shares[0]) == 4
+    assert conftest.worker_cpus({3}, 1, 2) == [3]  # fewer CPUs than workers: share them
+
+
+def test_this_run_starts_the_longest_files_first(request):
+    """The collected order (the one xdist hands out under --no-loadscope-reorder): every file
+    of FILE_SECONDS before the others, longest first, each file's tests together."""
+    import conftest
+
+    files = []
+    for item in request.session.items:
+        name = os.path.basename(item.nodeid.split("::")[0])
+        if not files or files[-1] != name:
+            files.append(name)
+    assert len(files) == len(set(files)), files  # each file's tests together
+    listed = [f for f in files if f in conftest.FILE_SECONDS]
+    assert files[: len(listed)] == listed
+    seconds = [conftest.FILE_SECONDS[f] for f in listed]
+    assert seconds == sorted(seconds, reverse=True)
+    assert "--no-loadscope-reorder" in request.config.getini("addopts")

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, densenet, read_json, start_densenet, tiny_cell
+from conftest import REPO, TINY_MODEL, densenet, read_json, start_densenet, tiny_cell
 
 from densenet import celldir, checkpoint, cli, data, train
 from densenet.bench import benchmark as bench
@@ -279,7 +279,7 @@ def test_a_refused_checkpoint_leaves_the_directory_as_it_was(tmp_path):
     assert res.returncode == 1, res.stderr
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith("error: checkpoint %s was made with a different config (" % ckpt)
-    assert "model: 'other' vs 'densenet-bc40-k12'" in last
+    assert "model: 'other' vs '%s'" % TINY_MODEL in last
     assert last.endswith("pass --stale-checkpoint restart") and "Traceback" not in res.stderr
     assert files(cell) == before  # no new env.json, no `failed` summary over the result
 
@@ -300,7 +300,7 @@ def test_stale_checkpoint_restart_moves_it_aside_and_starts_afresh(tmp_path):
     [note] = [line for line in res.stderr.splitlines() if "checkpoint.pt" in line]
     assert note.startswith("checkpoint %s was made with a different config (" % ckpt)
     assert note.endswith("; moved to checkpoint.pt.stale, starting the cell from epoch 1")
-    assert "model: 'other' vs 'densenet-bc40-k12'" in note
+    assert "model: 'other' vs '%s'" % TINY_MODEL in note
     assert (cell / "checkpoint.pt.stale").read_bytes() == before["checkpoint.pt"]
     assert [r.split(",")[0] for r in (cell / "metrics.csv").read_text().splitlines()] == [
         "epoch",

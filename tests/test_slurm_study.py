@@ -19,7 +19,7 @@ import time
 
 import pytest
 import yaml
-from conftest import REPO, read_json
+from conftest import REPO, TINY_MODEL, read_json
 from helpers.pipeline_helpers import checkout, job_counts
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -55,7 +55,14 @@ def local_env(venv_dir):
 
 
 def study_file(
-    work, name, seeds, epochs, n_train, canary=("none", "noncontig-grad"), predict_cost=False
+    work,
+    name,
+    seeds,
+    epochs,
+    n_train,
+    canary=("none", "noncontig-grad"),
+    predict_cost=False,
+    model=TINY_MODEL,
 ):
     """A study file (every key of config/config.yaml) for the cluster: synthetic data, the
     venv runner's environment of TORCH, tiny cells of one thread; cost probes (a few real
@@ -64,6 +71,7 @@ def study_file(
         cfg = yaml.safe_load(f)
     cfg["study"] = name
     cfg["axes"].update(torch=[TORCH], dataset=["synthetic"], seed=seeds, canary=list(canary))
+    cfg["axes"]["model"] = [model]
     cfg["train"].update(epochs=epochs, n_train=n_train, n_test=64, threads=1)
     cfg["gradcheck"].update(batch_size=2, steps=1)
     cfg["report"]["predict_cost"] = predict_cost
@@ -112,18 +120,24 @@ def accounting(slurm, jobids):
 
 @pytest.fixture(scope="module")
 def cluster_study(slurm_cluster, tmp_path_factory):
-    """The smoke study (clean + canary, 2 seeds) run once through SLURM, its cost predicted
-    in the same invocation."""
+    """The smoke study (clean + canary, 2 seeds) run through SLURM: first its gradient stage
+    alone (`--until check_gradients`, as a user checks the environments before training),
+    then the study, whose cost is predicted in that same invocation. Returns the checkout, the
+    study file, both runs' output and the second run's."""
     work = checkout(tmp_path_factory.mktemp("slurm-study") / "repo")
     local_env(os.path.join(work, ".venvs"))
     configfile = study_file(work, "cluster", [0, 1], epochs=1, n_train=128, predict_cost=True)
-    code, out = run(slurm_cluster, work, command(slurm_cluster, configfile))
+    argv = command(slurm_cluster, configfile)
+    code, first = run(slurm_cluster, work, argv + ["--until", "check_gradients"])
+    assert code == 0, first[-4000:]
+    assert sorted(submitted(first).values()) == ["check_gradients"] * 2, first
+    code, out = run(slurm_cluster, work, argv)
     assert code == 0, out[-4000:]
-    return work, configfile, out
+    return work, configfile, first + out, out
 
 
 def test_every_job_of_the_study_is_a_slurm_job_with_its_gpu(slurm, cluster_study):
-    work, _, out = cluster_study
+    work, _, out, study_out = cluster_study
     jobs = submitted(out)
     rules = sorted(jobs.values())
     # 4 cells, 2 gradient checks and 2 cost probes; the manifest, the prediction and the
@@ -132,8 +146,8 @@ def test_every_job_of_the_study_is_a_slurm_job_with_its_gpu(slurm, cluster_study
     for jobid, (state, tres) in accounting(slurm, jobs).items():
         assert state == "COMPLETED", (jobid, jobs[jobid], state)
         assert "gres/gpu=1" in tres.split(","), (jobid, tres)
-    assert job_counts(out).get("write_manifest") == 1
-    assert job_counts(out).get("predict_cost") == 1
+    assert job_counts(study_out).get("write_manifest") == 1
+    assert job_counts(study_out).get("predict_cost") == 1
     study = os.path.join(work, "results", "cluster")
     manifest = read_json(os.path.join(study, "manifest.json"))
     assert len(manifest["cells"]) == 4
@@ -143,11 +157,11 @@ def test_every_job_of_the_study_is_a_slurm_job_with_its_gpu(slurm, cluster_study
         environ = read_json(os.path.join(work, cell["dir"], "env.json"))["environ"]
         assert environ["torch"].startswith(TORCH)
     assert os.path.exists(os.path.join(study, "report", "report.html"))
-    assert job_counts(out).get("render_final_report") == 1
+    assert job_counts(study_out).get("render_final_report") == 1
 
 
 def test_a_gpu_cell_job_shows_its_gres_in_accounting(slurm, cluster_study):
-    work, _, out = cluster_study
+    work, _, out, _ = cluster_study
     cell = [j for j, rule in submitted(out).items() if rule == "train_cell"][0]
     row = slurm.wait_sacct(cell, lambda r: r["State"] == "COMPLETED", fields="JobID,State,ReqTRES")
     assert "gres/gpu=1" in row["ReqTRES"].split(","), row
@@ -163,8 +177,10 @@ def minutes(timelimit):
 def test_first_invocation_submits_cells_with_their_predicted_limits(slurm, cluster_study):
     """The prediction is made by the same snakemake run that submits the cells; each cell's
     job still asks for its predicted time and memory with their margins, not the smoke
-    protocol's defaults (60 min; 8000 MB for a job that may get a GPU)."""
-    work, _, out = cluster_study
+    protocol's defaults (60 min; 8000 MB for a job that may get a GPU). The gradient checks
+    ran before, so the cells' other inputs are there from the start: had they not waited for
+    the prediction, they would have been submitted at once, beside the cost probes."""
+    work, _, out, _ = cluster_study
     predicted = read_json(os.path.join(work, "results", "cluster", "predicted_cost.json"))
     manifest = read_json(os.path.join(work, "results", "cluster", "manifest.json"))
     ids = [c["id"] for c in manifest["cells"]]
@@ -191,7 +207,7 @@ def test_first_invocation_submits_cells_with_their_predicted_limits(slurm, clust
 
 
 def test_one_cell_rerun_goes_through_slurm(slurm, cluster_study):
-    work, configfile, _ = cluster_study
+    work, configfile, _, _ = cluster_study
     manifest = read_json(os.path.join(work, "results", "cluster", "manifest.json"))
     summary = os.path.join(manifest["cells"][0]["dir"], "summary.json")
     before = os.stat(os.path.join(work, summary)).st_mtime_ns
@@ -206,7 +222,10 @@ def test_one_cell_rerun_goes_through_slurm(slurm, cluster_study):
 def test_cancelled_cell_job_resumes_from_its_checkpoint(slurm, tmp_path):
     work = checkout(tmp_path / "repo")
     local_env(os.path.join(work, ".venvs"))
-    configfile = study_file(work, "resume", [0], epochs=4, n_train=192, canary=["none"])
+    # The default study's model: its epochs take long enough to catch the job mid-way.
+    configfile = study_file(
+        work, "resume", [0], epochs=4, n_train=192, canary=["none"], model="densenet-bc40-k12"
+    )
     argv = command(slurm, configfile)
     env = dict(slurm.env, DENSENET_GIT_SHA="test-sha")
     with open(tmp_path / "first.out", "w") as log:
