@@ -16,7 +16,7 @@ BUDGET=${ALGOS_S:-450}
 LIM10="fp32,fp32+overlap,tf32,tf32+overlap"
 LIM0="fp32,tf32,fp32+overlap,fp32+compile,tf32+compile,fp32+cl,tf32+cl,tf32+overlap"
 if [ "${GPU_BENCH_DRY:-}" = 1 ]; then
-    ARGS=(--device cpu --model densenet-bc40-k12 --batch-size 4 --steps 2)
+    ARGS=(--device cpu --model densenet-bc10-k12 --batch-size 4 --steps 2)
     LIM0="fp32,tf32,fp32+overlap,fp32+cl"
 else
     ARGS=()

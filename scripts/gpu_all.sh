@@ -27,8 +27,8 @@ export PYTHONUNBUFFERED=1
 WORK=$(mktemp -d)
 
 if [ "${GPU_BENCH_DRY:-}" = 1 ]; then
-    export DEVICE=cpu BATCH_SIZE=4 STEPS=2  # gpu_check.sh's dry run
-    EXPLORE=(--device cpu --model densenet-bc40-k12 --batch-size 4 --steps 2)
+    export DEVICE=cpu BATCH_SIZE=4 STEPS=2 MODEL=densenet-bc10-k12  # gpu_check.sh's dry run
+    EXPLORE=(--device cpu --model densenet-bc10-k12 --batch-size 4 --steps 2)
 else
     EXPLORE=()
 fi

@@ -51,8 +51,10 @@ PY = sys.executable
 # GPU_BENCH_DRY=1: the same script on a CPU with tiny sizes, to check it before a GPU run.
 DRY = os.environ.get("GPU_BENCH_DRY") == "1"
 DEVICE = "cpu" if DRY else "cuda"
-NAME = "densenet-bc40-k12" if DRY else "densenet-bc100-k12"
-BIG = "densenet-bc40-k12" if DRY else "densenet-bc190-k40"
+# The dry run's model: densenet-bc10-k12, one layer per dense block (every code path of the
+# GPU run's models at a fraction of the CPU time and of inductor's compile time).
+NAME = "densenet-bc10-k12" if DRY else "densenet-bc100-k12"
+BIG = "densenet-bc10-k12" if DRY else "densenet-bc190-k40"
 # The dry run benches batch 4, as gpu_check.sh's and gpu_explore.py's dry runs and the tests'
 # TINY_BENCH do (a quarter of batch 64's CPU time; the compile stage then compiles the graph
 # tests/test_compiled.py does, which inductor's on-disk cache may already hold).

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, bottleneck_runs, densenet, start_densenet
+from conftest import REPO, TINY_MODEL, bottleneck_runs, densenet, start_densenet
 from helpers.trainlib import TINY_BENCH
 
 sys.path.insert(0, os.path.join(REPO, "workflow", "scripts"))
@@ -89,7 +89,8 @@ def test_the_benchs_efficient_runner_checkpoints_and_its_fast_runner_does_not():
             runner = Runner(name, args.model, fast, efficient, cpu, args, log, compiled=compiled)
             with bottleneck_runs(runner.model) as runs[name]:
                 runner([batch])
-    assert len(runs["fast"]) == 18 and set(runs["fast"].values()) == {1}, runs["fast"]
+    # TINY_BENCH's densenet-bc10-k12: 3 dense layers, one per block.
+    assert len(runs["fast"]) == 3 and set(runs["fast"].values()) == {1}, runs["fast"]
     assert runs["efficient"] == dict.fromkeys(runs["fast"], 2), runs["efficient"]
 
 
@@ -213,8 +214,8 @@ def test_probe_feeds_one_prediction_per_cell(tmp_path):
     probe_path = tmp_path / "probe.json"  # --out DIR, as the workflow's runner passes it
     man = manifest(
         [
-            ("densenet-bc40-k12", "e1", {}),
-            ("densenet-bc40-k12", "e2", {"n_train": 40}),
+            (TINY_MODEL, "e1", {}),
+            (TINY_MODEL, "e2", {"n_train": 40}),
             ("densenet-bc100-k12", "e1", {}),
         ]
     )
@@ -234,7 +235,7 @@ def test_probe_feeds_one_prediction_per_cell(tmp_path):
     # c1 by hand: 2 epochs (study override) of 40 images (cell), so one step of batch 64 (the
     # probe's batch-4 step scaled), and smoke's 1000 test images.
     probe = json.loads(probe_path.read_text())
-    m = probe["models"]["densenet-bc40-k12"]
+    m = probe["models"][TINY_MODEL]
     epoch_ms = (
         1 * m["step_ms"]["sgd"] * 64 / 4
         + 40 * probe["augment_ms_per_img"]

@@ -7,7 +7,7 @@ import os
 import time
 
 import pytest
-from conftest import read_json
+from conftest import TINY_MODEL, read_json
 from helpers.pipeline_helpers import checkout, snakemake
 
 pytestmark = pytest.mark.slow
@@ -15,6 +15,8 @@ pytestmark = pytest.mark.slow
 # Tinier than the file (it checks plumbing): one thread, so jobs do not fight over the cores.
 TINY = 'train={"epochs": 1, "n_train": 200, "n_test": 100, "threads": 1}'
 TINY_GRADCHECK = 'gradcheck={"batch_size": 2, "steps": 1}'
+# The recipes, not the model, are under test: the tests' one-layer-per-block DenseNet-BC.
+TINY_AXES = 'axes={"model": ["%s"]}' % TINY_MODEL
 
 
 def test_recipes_smoke_study_end_to_end(tmp_path):
@@ -29,6 +31,7 @@ def test_recipes_smoke_study_end_to_end(tmp_path):
         "--config",
         TINY,
         TINY_GRADCHECK,
+        TINY_AXES,
     )
     print("recipes-smoke study (tiny cells): %.0f s" % (time.perf_counter() - start))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

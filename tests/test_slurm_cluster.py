@@ -161,8 +161,11 @@ def test_sacct_lists_finished_jobs_with_their_state(slurm):
     ok = slurm.sbatch("-J", "ok", "-o", "/dev/null", script=script("exit 0\n"))
     bad = slurm.sbatch("-J", "bad", "-o", "/dev/null", script=script("exit 3\n"))
     done = ("COMPLETED", "FAILED")
-    assert slurm.wait_sacct(ok, lambda r: r["State"] in done)["State"] == "COMPLETED"
-    row = slurm.wait_sacct(bad, lambda r: r["State"] in done)
+    # Accounting is asynchronous: a job's row can show its end before its name (seen once under
+    # load: JobName "allocation" with the final state), so wait for the whole row.
+    ok_row = slurm.wait_sacct(ok, lambda r: r["State"] in done and r["JobName"] == "ok")
+    assert ok_row["State"] == "COMPLETED", ok_row
+    row = slurm.wait_sacct(bad, lambda r: r["State"] in done and r["JobName"] == "bad")
     assert (row["JobName"], row["State"], row["ExitCode"]) == ("bad", "FAILED", "3:0"), row
     listed = slurm.run("sacct", "-X", "-n", "-P", "-o", "JobID,JobName,State").stdout
     assert "%s|ok|COMPLETED" % ok in listed.splitlines(), listed

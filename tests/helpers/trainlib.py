@@ -6,7 +6,7 @@ import os
 import signal
 import time
 
-from conftest import densenet, start_densenet, tiny_cell
+from conftest import TINY_MODEL, densenet, start_densenet, tiny_cell
 
 from densenet.celldir import TIMING_COLUMNS
 
@@ -14,7 +14,7 @@ TINY = tiny_cell(300, 100)  # 5 batches of 64, the last one partial
 
 # `densenet bench` in seconds: batch 4, 2 timed steps x 2 rounds, 256 images x 2 data rounds.
 # One torch thread: on a shared 2-core machine two OpenMP threads can be 5-20x slower.
-TINY_BENCH = ["--model", "densenet-bc40-k12", "--batch-size", "4", "--device", "cpu"]
+TINY_BENCH = ["--model", TINY_MODEL, "--batch-size", "4", "--device", "cpu"]
 TINY_BENCH += ["--threads", "1", "--steps", "2", "--rounds", "2", "--warmup", "1"]
 TINY_BENCH += ["--data-images", "256", "--data-rounds", "2"]
 
