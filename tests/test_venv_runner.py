@@ -16,7 +16,7 @@ import sys
 import time
 
 import pytest
-from conftest import REPO, read_json
+from conftest import REPO, TINY_MODEL, read_json
 from helpers.pipeline_helpers import checkout, job_counts, snakemake
 
 sys.path.insert(0, os.path.join(REPO, "workflow", "scripts"))
@@ -140,7 +140,8 @@ def test_two_torch_versions_study_in_venvs_end_to_end(tmp_path, python38):
     config = [
         "runner=venv",
         "study=versions",
-        'axes={"torch": ["2.14.1", "1.8.1"], "dataset": ["synthetic"]}',
+        'axes={"torch": ["2.14.1", "1.8.1"], "dataset": ["synthetic"], "model": ["%s"]}'
+        % TINY_MODEL,
         'containers={"venv_dir": "%s"}' % venvs,
         # The cost probes time real steps: minutes per environment on a CPU.
         'report={"predict_cost": false}',

@@ -11,7 +11,7 @@ import os
 import re
 
 import pytest
-from conftest import read_json
+from conftest import TINY_MODEL, read_json
 from helpers.dockerlib import LOCK, client_or_skip
 from helpers.pipeline_helpers import checkout, snakemake
 
@@ -43,10 +43,12 @@ STUDY = [
     "runner=docker",
     "device=cpu",
     "gpu=none",
-    'axes={"model": ["densenet-bc40-k12"], "dataset": ["synthetic"], "augment": ["on"],'
-    ' "optimizer": ["sgd"], "torch": ["cpu-1.8.1", "cpu-2.13.0"], "cudnn": ["on"],'
-    ' "tf32": ["off"], "deterministic": ["off"], "canary": ["none", "noncontig-grad"],'
-    ' "seed": [0, 1]}',
+    (
+        'axes={"model": ["%s"], "dataset": ["synthetic"], "augment": ["on"],'
+        ' "optimizer": ["sgd"], "torch": ["cpu-1.8.1", "cpu-2.13.0"], "cudnn": ["on"],'
+        ' "tf32": ["off"], "deterministic": ["off"], "canary": ["none", "noncontig-grad"],'
+        ' "seed": [0, 1]}' % TINY_MODEL
+    ),
     'train={"epochs": 1, "n_train": 64, "n_test": 32, "threads": 1}',
     'gradcheck={"batch_size": 2, "steps": 1}',
     'report={"progress": false, "predict_cost": false}',
