@@ -70,6 +70,9 @@ def worker_cpus(cpus, worker, workers):
     return cpus[worker::workers] if len(cpus) >= workers else cpus
 
 
+ALL_CPUS = set()  # the CPUs this worker had before pytest_configure pinned it
+
+
 def pytest_configure(config):
     """Under xdist, pin each worker (and so every process it starts: trainings, Snakemake,
     SLURM daemons) to its own share of the CPUs. torch, OpenMP and Snakemake's `--cores all`
@@ -83,9 +86,6 @@ def pytest_configure(config):
     cpus = os.sched_getaffinity(0)
     ALL_CPUS.update(cpus)
     os.sched_setaffinity(0, worker_cpus(cpus, int(worker.lstrip("gw")), workers))
-
-
-ALL_CPUS = set()  # the CPUs this worker had before pytest_configure pinned it
 
 
 @pytest.fixture(scope="session")

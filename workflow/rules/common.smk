@@ -98,6 +98,9 @@ if DATASET_FALLBACK:
 
 STUDY = CFG["study"]
 STUDY_DIR = "results/%s" % STUDY
+# The cost prediction, predict_cost's output. The report shows it, the cells wait for it, and
+# their time limit and memory are read from it.
+PREDICTED_COST = "%s/predicted_cost.json" % STUDY_DIR
 CELL_BY_ID = {c["id"]: c for c in CELLS}
 ENV_BY_ID = {e["id"]: e for e in ENVS}
 
@@ -140,9 +143,7 @@ def get_final_targets():
 
 def get_predicted_cost(wildcards):
     """The cost prediction, when report.predict_cost asks for one (the report shows it)."""
-    return (
-        ["%s/predicted_cost.json" % STUDY_DIR] if CFG["report"]["predict_cost"] else []
-    )
+    return [PREDICTED_COST] if CFG["report"]["predict_cost"] else []
 
 
 def get_data_action(wildcards):
@@ -186,7 +187,7 @@ def get_train_inputs(wildcards):
         )
     }
     if CFG["report"]["predict_cost"]:
-        inputs["prediction"] = ancient("%s/predicted_cost.json" % STUDY_DIR)
+        inputs["prediction"] = ancient(PREDICTED_COST)
     inputs.update(get_runner_env(cell["params"]["torch"]))
     if is_real_dataset(cell["params"]["dataset"]):
         inputs["data"] = ancient(
@@ -214,9 +215,7 @@ def get_runtime(wildcards, attempt):
     """SLURM time limit of a cell, in minutes: its predicted time with a margin
     (workflow/scripts/slurm_resources.py), or the protocol's default before a prediction.
     """
-    predicted = slurm_resources.read_predicted(
-        "%s/predicted_cost.json" % STUDY_DIR, wildcards.cell
-    )
+    predicted = slurm_resources.read_predicted(PREDICTED_COST, wildcards.cell)
     return slurm_resources.runtime_minutes(predicted, CFG["protocol"], attempt)
 
 
@@ -229,7 +228,7 @@ def get_mem_mb(wildcards, attempt):
     predicted = None
     if hasattr(wildcards, "cell"):  # gradient checks and probes have no prediction
         predicted = slurm_resources.read_predicted(
-            "%s/predicted_cost.json" % STUDY_DIR, wildcards.cell, "predicted_mem_mb"
+            PREDICTED_COST, wildcards.cell, "predicted_mem_mb"
         )
     return slurm_resources.mem_mb(CFG, attempt, predicted)
 
